@@ -1,0 +1,155 @@
+//! The command line (the contract in DESIGN.md) and what each command does.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{self, Config};
+use crate::exit::{render_error_chain, ExitCode, Fatal};
+use crate::inventory::{self, Target};
+use crate::paths::NodeRoot;
+use crate::pki::WarnPolicy;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kube-cert-agent",
+    version,
+    about = "Keeps every certificate a Kubernetes node depends on valid",
+    long_about = "Keeps every certificate a Kubernetes node depends on valid: inventories the \
+node's PKI, renews certificates before they expire, and reports what it finds.\n\n\
+Exit codes: 0 ok; 1 (check) some certificate in its warning window; 2 (check) some \
+certificate expired, not yet valid or unreadable; 3 usage or configuration error; 4 runtime failure."
+)]
+pub struct Cli {
+    /// Configuration file [default: ROOT/etc/kube-cert-agent/config.yaml, optional]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Work on the node tree at DIR: every path from the config and from kubeconfigs is
+    /// taken under DIR.
+    #[arg(long, global = true, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Report every certificate on the node and when it expires.
+    Check(CheckArgs),
+    /// Print the version.
+    Version,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// Files or directories to check, as given (default: the configured pki directories
+    /// and kubeconfigs, under --root).
+    pub paths: Vec<PathBuf>,
+    #[arg(long, short, value_enum, default_value = "table")]
+    pub output: Output,
+    /// Report a certificate as `warning` when it expires within DURATION (e.g. 30d).
+    /// Default: leaves past 90% of their lifetime, CAs within a year of expiry.
+    #[arg(long, value_name = "DURATION")]
+    pub warn_within: Option<String>,
+    /// Also report the certificates the TLS server at HOST:PORT presents.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub remote: Vec<String>,
+}
+
+/// Entry point used by `main.rs`.
+pub fn main() -> std::process::ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::Config
+            } else {
+                ExitCode::Ok
+            }
+            .into();
+        }
+    };
+    match run(cli) {
+        Ok(code) => code.into(),
+        Err(f) => {
+            eprintln!("{}", render_error_chain(&f.error));
+            f.code.into()
+        }
+    }
+}
+
+pub fn run(cli: Cli) -> Result<ExitCode, Fatal> {
+    let root = NodeRoot::new(&cli.root);
+    if !cli.root.is_dir() {
+        return Err(Fatal::config(anyhow::anyhow!(
+            "--root {}: not a directory",
+            cli.root.display()
+        )));
+    }
+    match cli.command {
+        Command::Version => {
+            println!("kube-cert-agent {}", env!("CARGO_PKG_VERSION"));
+            Ok(ExitCode::Ok)
+        }
+        Command::Check(args) => {
+            let config = config::load(cli.config.as_deref(), &root).map_err(Fatal::config)?;
+            check(&root, &config, &args)
+        }
+    }
+}
+
+fn check(root: &NodeRoot, config: &Config, args: &CheckArgs) -> Result<ExitCode, Fatal> {
+    let policy = match &args.warn_within {
+        Some(s) => {
+            let d = config::parse_duration(s)
+                .map_err(|e| Fatal::config(anyhow::anyhow!("--warn-within: {e}")))?;
+            WarnPolicy::Within(time::Duration::try_from(d).map_err(Fatal::config)?)
+        }
+        None => WarnPolicy::Lifetime,
+    };
+    let mut targets: Vec<Target> = if args.paths.is_empty() {
+        default_targets(root, config)
+    } else {
+        args.paths.iter().cloned().map(Target::Given).collect()
+    };
+    targets.extend(args.remote.iter().cloned().map(Target::Remote));
+    let entries = inventory::collect(root, &targets);
+    let rows = crate::check::rows(&entries, time::OffsetDateTime::now_utc(), policy);
+    let text = match args.output {
+        Output::Json => crate::check::render_json(&rows),
+        Output::Table => crate::check::render_table(&rows),
+    };
+    let mut out = std::io::stdout().lock();
+    // A closed pipe (`check | head`) is not an error worth a panic.
+    let _ = out.write_all(text.as_bytes());
+    Ok(crate::check::exit_code(&rows))
+}
+
+/// The configured pki directories and kubeconfigs, plus every managed file outside them.
+pub fn default_targets(root: &NodeRoot, config: &Config) -> Vec<Target> {
+    let inv = &config.inventory;
+    let mut targets: Vec<Target> = inv
+        .pki_directories
+        .iter()
+        .cloned()
+        .map(Target::PkiDir)
+        .collect();
+    let mut kubeconfigs = inventory::expand_kubeconfig_globs(root, &inv.kubeconfigs);
+    kubeconfigs.extend(config.kubeconfigs.iter().map(|k| k.path.clone()));
+    if let Some(k) = &config.kubelet {
+        kubeconfigs.push(k.kubeconfig.clone());
+    }
+    kubeconfigs.sort();
+    kubeconfigs.dedup();
+    kubeconfigs.retain(|k| root.host_path(k).exists() || root.host_path(k).is_symlink());
+    targets.extend(kubeconfigs.into_iter().map(Target::Kubeconfig));
+    targets
+}

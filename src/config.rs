@@ -1,0 +1,617 @@
+//! `/etc/kube-cert-agent/config.yaml`: schema, defaults and validation.
+//!
+//! Parsing rejects unknown fields (a misspelt key is an error, not a silent default) and
+//! every error names the file, and where the YAML parser knows them, line and column.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Deserializer};
+
+pub const API_VERSION: &str = "kube-cert-agent.io/v1alpha1";
+pub const KIND: &str = "AgentConfiguration";
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/kube-cert-agent/config.yaml";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Config {
+    pub api_version: String,
+    pub kind: String,
+    /// Empty: the host name.
+    #[serde(default)]
+    pub node_name: String,
+    #[serde(default)]
+    pub renewal: Renewal,
+    /// Versions kept per certificate, the current one included.
+    #[serde(default = "default_history")]
+    pub history: u32,
+    #[serde(default)]
+    pub inventory: InventorySpec,
+    #[serde(default)]
+    pub kubelet: Option<KubeletSpec>,
+    #[serde(default)]
+    pub certificates: Vec<CertificateSpec>,
+    #[serde(default)]
+    pub kubeconfigs: Vec<KubeconfigSpec>,
+    #[serde(default)]
+    pub revocation: RevocationSpec,
+    #[serde(default)]
+    pub metrics: MetricsSpec,
+}
+
+fn default_history() -> u32 {
+    5
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Renewal {
+    /// Renew at this fraction of the lifetime (seeds: 80%).
+    #[serde(default = "default_renew_at")]
+    pub renew_at: Percent,
+    /// +- this fraction, drawn at random per certificate (kubelet: 70%..90%).
+    #[serde(default = "default_jitter")]
+    pub jitter: Percent,
+}
+
+fn default_renew_at() -> Percent {
+    Percent(80.0)
+}
+fn default_jitter() -> Percent {
+    Percent(10.0)
+}
+
+impl Default for Renewal {
+    fn default() -> Self {
+        Renewal {
+            renew_at: default_renew_at(),
+            jitter: default_jitter(),
+        }
+    }
+}
+
+/// What `check` and the daemon look at besides the certificates they manage.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct InventorySpec {
+    #[serde(default = "default_pki_dirs")]
+    pub pki_directories: Vec<PathBuf>,
+    /// Kubeconfig files; `*` globs allowed.
+    #[serde(default = "default_kubeconfig_globs")]
+    pub kubeconfigs: Vec<String>,
+}
+
+fn default_pki_dirs() -> Vec<PathBuf> {
+    vec!["/etc/kubernetes/pki".into(), "/var/lib/kubelet/pki".into()]
+}
+fn default_kubeconfig_globs() -> Vec<String> {
+    vec![
+        "/etc/kubernetes/*.conf".into(),
+        "/var/lib/kubelet/bootstrap-kubeconfig".into(),
+    ]
+}
+
+impl Default for InventorySpec {
+    fn default() -> Self {
+        InventorySpec {
+            pki_directories: default_pki_dirs(),
+            kubeconfigs: default_kubeconfig_globs(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum KeyType {
+    #[serde(rename = "rsa-2048")]
+    Rsa2048,
+    #[serde(rename = "rsa-3072")]
+    Rsa3072,
+    #[serde(rename = "rsa-4096")]
+    Rsa4096,
+    #[serde(rename = "ecdsa-p256")]
+    EcdsaP256,
+    #[serde(rename = "ecdsa-p384")]
+    EcdsaP384,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Usage {
+    ServerAuth,
+    ClientAuth,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KubeletSpec {
+    #[serde(default = "default_bootstrap_kubeconfig")]
+    pub bootstrap_kubeconfig: PathBuf,
+    #[serde(default = "default_kubelet_kubeconfig")]
+    pub kubeconfig: PathBuf,
+    #[serde(default = "default_kubelet_cert_dir")]
+    pub cert_dir: PathBuf,
+    #[serde(default)]
+    pub client: KubeletClientSpec,
+    #[serde(default)]
+    pub serving: KubeletServingSpec,
+    #[serde(default)]
+    pub on_rotate: Vec<Action>,
+}
+
+fn default_bootstrap_kubeconfig() -> PathBuf {
+    "/var/lib/kubelet/bootstrap-kubeconfig".into()
+}
+fn default_kubelet_kubeconfig() -> PathBuf {
+    "/etc/kubernetes/kubelet.conf".into()
+}
+fn default_kubelet_cert_dir() -> PathBuf {
+    "/var/lib/kubelet/pki".into()
+}
+fn default_kubelet_key_type() -> KeyType {
+    // What kubelet itself generates.
+    KeyType::EcdsaP256
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KubeletClientSpec {
+    #[serde(default = "default_kubelet_key_type")]
+    pub key_type: KeyType,
+}
+
+impl Default for KubeletClientSpec {
+    fn default() -> Self {
+        KubeletClientSpec {
+            key_type: default_kubelet_key_type(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KubeletServingSpec {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    #[serde(default = "default_kubelet_key_type")]
+    pub key_type: KeyType,
+    /// Host names and IP addresses for the SANs; empty: detected.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Default for KubeletServingSpec {
+    fn default() -> Self {
+        KubeletServingSpec {
+            enabled: true,
+            key_type: default_kubelet_key_type(),
+            addresses: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CaRef {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SubjectSpec {
+    #[serde(default)]
+    pub common_name: Option<String>,
+    #[serde(default)]
+    pub organizations: Vec<String>,
+}
+
+/// A certificate issued from a CA on disk ("YAML-based key and certificate creation").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CertificateSpec {
+    pub name: String,
+    pub ca: CaRef,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Absent: keep the subject of the certificate being renewed.
+    #[serde(default)]
+    pub subject: Option<SubjectSpec>,
+    #[serde(default)]
+    pub dns_names: Option<Vec<String>>,
+    #[serde(default)]
+    pub ip_addresses: Option<Vec<std::net::IpAddr>>,
+    #[serde(default)]
+    pub usages: Option<Vec<Usage>>,
+    #[serde(default = "default_leaf_key_type")]
+    pub key_type: KeyType,
+    #[serde(default = "default_leaf_validity")]
+    pub validity: HumanDuration,
+    /// Keep the existing private key on renewal.
+    #[serde(default)]
+    pub reuse_key: bool,
+    #[serde(default)]
+    pub on_rotate: Vec<Action>,
+}
+
+fn default_leaf_key_type() -> KeyType {
+    KeyType::EcdsaP384
+}
+fn default_leaf_validity() -> HumanDuration {
+    // Seeds: "non-root certificates are short-lived (4 days)".
+    HumanDuration(std::time::Duration::from_secs(96 * 3600))
+}
+
+/// A kubeconfig whose embedded client certificate the agent renews.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KubeconfigSpec {
+    pub name: String,
+    pub path: PathBuf,
+    pub ca: CaRef,
+    #[serde(default)]
+    pub subject: Option<SubjectSpec>,
+    #[serde(default = "default_leaf_key_type")]
+    pub key_type: KeyType,
+    #[serde(default = "default_leaf_validity")]
+    pub validity: HumanDuration,
+    #[serde(default)]
+    pub on_rotate: Vec<Action>,
+}
+
+/// What to do after a certificate was rotated.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub enum Action {
+    Restart(String),
+    TryRestart(String),
+    ReloadOrRestart(String),
+    Signal(SignalSpec),
+    Command(CommandSpec),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SignalSpec {
+    #[serde(default)]
+    pub pid_file: Option<PathBuf>,
+    #[serde(default)]
+    pub unit: Option<String>,
+    pub signal: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CommandSpec {
+    pub argv: Vec<String>,
+    #[serde(default = "default_command_timeout")]
+    pub timeout: HumanDuration,
+}
+
+fn default_command_timeout() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(30))
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RevocationSpec {
+    #[serde(default = "default_revocation_dir")]
+    pub directory: PathBuf,
+    /// Also list/watch RenewRevocation objects in kube-system.
+    #[serde(default)]
+    pub cluster: bool,
+}
+
+fn default_revocation_dir() -> PathBuf {
+    "/etc/kube-cert-agent/revocations.d".into()
+}
+
+impl Default for RevocationSpec {
+    fn default() -> Self {
+        RevocationSpec {
+            directory: default_revocation_dir(),
+            cluster: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MetricsSpec {
+    /// `127.0.0.1:9793`; empty: off.
+    #[serde(default)]
+    pub listen: String,
+}
+
+/// A percentage written `80%` (or a bare number).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Percent(pub f64);
+
+impl<'de> Deserialize<'de> for Percent {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(f64),
+            S(String),
+        }
+        let v = match Raw::deserialize(d)? {
+            Raw::N(n) => n,
+            Raw::S(s) => s
+                .trim()
+                .trim_end_matches('%')
+                .trim()
+                .parse::<f64>()
+                .map_err(|_| {
+                    serde::de::Error::custom(format!("expected a percentage like 80%, got {s:?}"))
+                })?,
+        };
+        Ok(Percent(v))
+    }
+}
+
+/// A duration written `96h`, `4d`, `10y`, `90m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub std::time::Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s)
+            .map(HumanDuration)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("expected a duration like 96h, 30d or 10y, got {s:?} ({e})"))
+}
+
+/// A configuration error, naming the file.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// The configuration used when no file exists at the default path: inventory only.
+    pub fn defaults() -> Config {
+        Config::parse(
+            Path::new("<defaults>"),
+            &format!("apiVersion: {API_VERSION}\nkind: {KIND}\n"),
+        )
+        .expect("built-in defaults parse")
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let err = |message: String| ConfigError {
+            path: path.to_path_buf(),
+            message,
+        };
+        if text.trim().is_empty() {
+            return Err(err(
+                "empty file: expected an AgentConfiguration document".into()
+            ));
+        }
+        let config: Config =
+            serde_saphyr::from_str(text).map_err(|e| err(render_yaml_error(&e)))?;
+        config.validate().map_err(err)?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.api_version != API_VERSION {
+            return Err(format!(
+                "apiVersion: expected {API_VERSION}, got {:?}",
+                self.api_version
+            ));
+        }
+        if self.kind != KIND {
+            return Err(format!("kind: expected {KIND}, got {:?}", self.kind));
+        }
+        let (at, jitter) = (self.renewal.renew_at.0, self.renewal.jitter.0);
+        if !(at > 0.0 && at < 100.0) {
+            return Err(format!(
+                "renewal.renewAt: must be between 0% and 100%, got {at}%"
+            ));
+        }
+        if !(0.0..100.0).contains(&jitter) || at - jitter <= 0.0 || at + jitter >= 100.0 {
+            return Err(format!(
+                "renewal.jitter: renewAt +- jitter must stay within (0%, 100%), got {at}% +- {jitter}%"
+            ));
+        }
+        if self.history < 1 {
+            return Err("history: must be at least 1 (the current version)".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        let cert_names = self.certificates.iter().map(|c| ("certificates", &c.name));
+        let kc_names = self.kubeconfigs.iter().map(|c| ("kubeconfigs", &c.name));
+        for (section, name) in cert_names.chain(kc_names) {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                || name.starts_with('.')
+            {
+                return Err(format!(
+                    "{section}: name {name:?} must be non-empty and use only letters, digits, '-', '_' and '.'"
+                ));
+            }
+            if !names.insert(name.as_str()) {
+                return Err(format!("{section}: name {name:?} is used twice"));
+            }
+        }
+        for c in &self.certificates {
+            let paths = [
+                ("cert", &c.cert),
+                ("key", &c.key),
+                ("ca.cert", &c.ca.cert),
+                ("ca.key", &c.ca.key),
+            ];
+            for (field, p) in paths {
+                require_absolute(&format!("certificates[{}].{field}", c.name), p)?;
+            }
+            check_validity(&format!("certificates[{}]", c.name), c.validity)?;
+        }
+        for k in &self.kubeconfigs {
+            for (field, p) in [
+                ("path", &k.path),
+                ("ca.cert", &k.ca.cert),
+                ("ca.key", &k.ca.key),
+            ] {
+                require_absolute(&format!("kubeconfigs[{}].{field}", k.name), p)?;
+            }
+            check_validity(&format!("kubeconfigs[{}]", k.name), k.validity)?;
+        }
+        for (i, p) in self.inventory.pki_directories.iter().enumerate() {
+            require_absolute(&format!("inventory.pkiDirectories[{i}]"), p)?;
+        }
+        if let Some(k) = &self.kubelet {
+            require_absolute("kubelet.bootstrapKubeconfig", &k.bootstrap_kubeconfig)?;
+            require_absolute("kubelet.kubeconfig", &k.kubeconfig)?;
+            require_absolute("kubelet.certDir", &k.cert_dir)?;
+        }
+        require_absolute("revocation.directory", &self.revocation.directory)?;
+        Ok(())
+    }
+}
+
+fn require_absolute(field: &str, p: &Path) -> Result<(), String> {
+    if p.is_absolute() {
+        Ok(())
+    } else {
+        Err(format!("{field}: {} must be an absolute path", p.display()))
+    }
+}
+
+fn check_validity(field: &str, v: HumanDuration) -> Result<(), String> {
+    // The Kubernetes signer's floor; anything shorter would rotate faster than it can issue.
+    if v.0 < std::time::Duration::from_secs(600) {
+        return Err(format!("{field}.validity: must be at least 10m"));
+    }
+    Ok(())
+}
+
+fn render_yaml_error(e: &serde_saphyr::Error) -> String {
+    // saphyr's message carries "line L column C"; keep it on one line for logs.
+    e.to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Load the config: an explicit `--config` must exist; the default path may be absent
+/// (then the built-in defaults apply: inventory only, nothing managed).
+pub fn load(explicit: Option<&Path>, root: &crate::paths::NodeRoot) -> Result<Config, ConfigError> {
+    let (path, required) = match explicit {
+        Some(p) => (p.to_path_buf(), true),
+        None => (root.host_path(Path::new(DEFAULT_CONFIG_PATH)), false),
+    };
+    let err = |message: String| ConfigError {
+        path: path.clone(),
+        message,
+    };
+    match crate::paths::read_host_file(&path) {
+        Ok(bytes) => {
+            let text = String::from_utf8(bytes).map_err(|_| err("not UTF-8 text".into()))?;
+            Config::parse(&path, &text)
+        }
+        Err(crate::paths::ReadError::NotFound) if !required => Ok(Config::defaults()),
+        Err(e) => Err(err(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, String> {
+        Config::parse(Path::new("/etc/kube-cert-agent/config.yaml"), s).map_err(|e| e.to_string())
+    }
+
+    const HEAD: &str = "apiVersion: kube-cert-agent.io/v1alpha1\nkind: AgentConfiguration\n";
+
+    #[test]
+    fn defaults_follow_the_seeds() {
+        let c = Config::defaults();
+        assert_eq!(c.renewal.renew_at, Percent(80.0));
+        assert_eq!(c.renewal.jitter, Percent(10.0));
+        assert_eq!(c.history, 5);
+        assert!(c.kubelet.is_none());
+        let c = parse(&format!(
+            "{HEAD}certificates:\n- name: apiserver\n  ca: {{cert: /p/ca.crt, key: /p/ca.key}}\n  cert: /p/a.crt\n  key: /p/a.key\n"
+        ))
+        .unwrap();
+        assert_eq!(c.certificates[0].validity.0.as_secs(), 96 * 3600);
+        assert_eq!(c.certificates[0].key_type, KeyType::EcdsaP384);
+    }
+
+    #[test]
+    fn unknown_fields_are_errors_with_a_location() {
+        let e = parse(&format!("{HEAD}renewal:\n  renewAt: 80%\n  jiter: 5%\n")).unwrap_err();
+        assert!(e.starts_with("/etc/kube-cert-agent/config.yaml: "), "{e}");
+        assert!(e.contains("jiter"), "{e}");
+        assert!(e.contains("line 5") || e.contains("5:"), "no line in: {e}");
+    }
+
+    #[test]
+    fn wrong_kind_and_version_are_named() {
+        assert!(parse("apiVersion: v1\nkind: AgentConfiguration\n")
+            .unwrap_err()
+            .contains("apiVersion"));
+        assert!(
+            parse("apiVersion: kube-cert-agent.io/v1alpha1\nkind: Pod\n")
+                .unwrap_err()
+                .contains("kind")
+        );
+        assert!(parse("").unwrap_err().contains("empty file"));
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = parse(&format!("{HEAD}renewal: {{renewAt: 95%, jitter: 10%}}\n")).unwrap_err();
+        assert!(e.contains("renewal.jitter"), "{e}");
+        let e = parse(&format!(
+            "{HEAD}certificates:\n- name: a\n  ca: {{cert: /c, key: /k}}\n  cert: rel/a.crt\n  key: /a.key\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("certificates[a].cert") && e.contains("absolute"),
+            "{e}"
+        );
+        let e = parse(&format!(
+            "{HEAD}certificates:\n- name: a\n  ca: {{cert: /c, key: /k}}\n  cert: /a.crt\n  key: /a.key\n  validity: soon\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("expected a duration"), "{e}");
+        let e = parse(&format!(
+            "{HEAD}certificates:\n- name: a\n  ca: {{cert: /c, key: /k}}\n  cert: /a.crt\n  key: /a.key\n  keyType: dsa-1024\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("dsa-1024"), "{e}");
+    }
+
+    #[test]
+    fn on_rotate_actions_parse() {
+        let c = parse(&format!(
+            "{HEAD}kubelet:\n  onRotate: [{{restart: kubelet.service}}, {{command: {{argv: [/bin/true]}}}}]\n"
+        ))
+        .unwrap();
+        let k = c.kubelet.unwrap();
+        assert_eq!(k.on_rotate[0], Action::Restart("kubelet.service".into()));
+        assert!(matches!(&k.on_rotate[1], Action::Command(c) if c.argv == ["/bin/true"]));
+    }
+}

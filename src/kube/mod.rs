@@ -1,0 +1,3 @@
+//! The Kubernetes side: kubeconfig files (and, later, the API server client).
+
+pub mod kubeconfig;

@@ -1,0 +1,15 @@
+//! kube-cert-agent: keeps every certificate a Kubernetes node depends on valid.
+//!
+//! The library holds everything; `main.rs` only hands the command line to [`cli::main`].
+//! Pure decisions (status, deadlines, matching) live in [`pki`]; the disk lives in
+//! [`paths`] and [`inventory`]; the API server lives in [`kube`].
+
+pub mod check;
+pub mod cli;
+pub mod config;
+pub mod exit;
+pub mod inventory;
+pub mod kube;
+pub mod paths;
+pub mod pki;
+pub mod remote;

@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    kube_cert_agent::cli::main()
+}

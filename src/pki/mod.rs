@@ -1,0 +1,10 @@
+//! Pure certificate logic: no files, no clock, no network. Callers pass bytes and `now`.
+
+pub mod cert;
+pub mod key;
+pub mod material;
+pub mod status;
+
+pub use cert::CertInfo;
+pub use material::{parse_material, Material};
+pub use status::{classify, Status, WarnPolicy};
