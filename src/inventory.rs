@@ -291,26 +291,45 @@ fn read_material_file(
         return;
     }
     // The key pairs with the first certificate (the leaf; any others are its chain).
-    let key = if let Some(k) = material.private_keys.first() {
-        Some((path.clone(), Ok(k.clone_key())))
-    } else {
-        sibling_key.map(|k| {
-            let loaded = k.read(root).and_then(|b| parse_material(&b)).and_then(|m| {
-                m.private_keys
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| "no private key in file".to_string())
-            });
-            (k.display(), loaded)
-        })
+    let key = match material.private_keys.first() {
+        Some(k) => Some((path.clone(), KeyRead::Loaded(k.clone_key()))),
+        None => sibling_key.map(|k| (k.display(), KeyRead::from_file(root, k))),
     };
     push_certs(&path, None, &material.certificates, key, entries);
 }
 
-type LoadedKey = (
-    String,
-    Result<rustls_pki_types::PrivateKeyDer<'static>, String>,
-);
+/// A private key found for a certificate: (where, what became of reading it).
+type LoadedKey = (String, KeyRead);
+
+enum KeyRead {
+    Loaded(rustls_pki_types::PrivateKeyDer<'static>),
+    /// The key exists but this user may not read it (`check` run as non-root against 0600
+    /// keys): whether it matches is unknown, which is not a fault of the certificate.
+    NotPermitted,
+    Broken(String),
+}
+
+impl KeyRead {
+    fn from_file(root: &NodeRoot, loc: &Loc) -> KeyRead {
+        let bytes = match loc {
+            Loc::Node(p) => root.read(p),
+            Loc::Host(p) => paths::read_host_file(p),
+        };
+        match bytes {
+            Err(paths::ReadError::PermissionDenied) => KeyRead::NotPermitted,
+            Err(e) => KeyRead::Broken(e.to_string()),
+            Ok(b) => KeyRead::from_material(parse_material(&b), "no private key in file"),
+        }
+    }
+
+    fn from_material(m: Result<crate::pki::Material, String>, missing: &str) -> KeyRead {
+        match m.map(|m| m.private_keys.into_iter().next()) {
+            Ok(Some(k)) => KeyRead::Loaded(k),
+            Ok(None) => KeyRead::Broken(missing.to_string()),
+            Err(e) => KeyRead::Broken(e),
+        }
+    }
+}
 
 fn push_certs(
     path: &str,
@@ -344,12 +363,13 @@ fn push_certs(
         if i == 0 {
             if let Some((key_path, loaded)) = &key {
                 entry.key_path = Some(key_path.clone());
-                match loaded
-                    .as_ref()
-                    .map_err(Clone::clone)
-                    .and_then(key::public_key_of)
-                {
-                    Ok(public) => {
+                let public = match loaded {
+                    KeyRead::Loaded(k) => key::public_key_of(k).map(Some),
+                    KeyRead::NotPermitted => Ok(None),
+                    KeyRead::Broken(e) => Err(e.clone()),
+                };
+                match public {
+                    Ok(Some(public)) => {
                         let matches = entry.cert.as_ref().is_some_and(|c| c.public_key == public);
                         entry.key_matches = Some(matches);
                         if !matches {
@@ -358,6 +378,7 @@ fn push_certs(
                             ));
                         }
                     }
+                    Ok(None) => {}
                     Err(e) => entry.problem = Some(format!("private key {key_path}: {e}")),
                 }
             }
@@ -447,23 +468,20 @@ fn kubeconfig_entries(root: &NodeRoot, loc: &Loc, bytes: &[u8], entries: &mut Ve
         } else {
             format!("users[{}].client-key", u.name)
         };
-        let key = if let Some(k) = m.private_keys.first() {
-            Some((field.clone(), Ok(k.clone_key())))
-        } else {
-            load(
+        let key = match m.private_keys.first() {
+            Some(k) => Some((field.clone(), KeyRead::Loaded(k.clone_key()))),
+            None => load(
                 key_field,
                 user.client_key_data.as_ref(),
                 user.client_key.as_ref(),
             )
             .map(|(kf, km)| {
-                let k = km.and_then(|m| {
-                    m.private_keys
-                        .into_iter()
-                        .next()
-                        .ok_or_else(|| format!("{kf}: no private key"))
-                });
-                (format!("{path} ({kf})"), k)
-            })
+                let missing = format!("{kf}: no private key");
+                (
+                    format!("{path} ({kf})"),
+                    KeyRead::from_material(km, &missing),
+                )
+            }),
         };
         push_certs(&path, Some(&field), &m.certificates, key, entries);
     }

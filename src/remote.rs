@@ -44,18 +44,26 @@ pub fn fetch_chain(target: &str) -> Result<Vec<Vec<u8>>, String> {
         TcpStream::connect_timeout(&addr, TIMEOUT).map_err(|e| format!("{target}: {e}"))?;
     sock.set_read_timeout(Some(TIMEOUT)).ok();
     sock.set_write_timeout(Some(TIMEOUT)).ok();
+    let mut failure = None;
     while conn.is_handshaking() {
-        conn.complete_io(&mut sock)
-            .map_err(|e| format!("{target}: TLS handshake failed ({e})"))?;
+        if let Err(e) = conn.complete_io(&mut sock) {
+            failure = Some(e);
+            break;
+        }
     }
-    conn.send_close_notify();
-    let _ = conn.complete_io(&mut sock);
-    let _ = sock.flush();
+    if failure.is_none() {
+        conn.send_close_notify();
+        let _ = conn.complete_io(&mut sock);
+        let _ = sock.flush();
+    }
+    // A server that requires a client certificate (etcd with --client-cert-auth) aborts
+    // the handshake after presenting its chain: the chain is still what we came for.
     let chain = recorder.chain.lock().map(|c| c.clone()).unwrap_or_default();
-    if chain.is_empty() {
-        return Err(format!("{target}: the server presented no certificate"));
+    match (chain.is_empty(), failure) {
+        (false, _) => Ok(chain),
+        (true, Some(e)) => Err(format!("{target}: TLS handshake failed ({e})")),
+        (true, None) => Err(format!("{target}: the server presented no certificate")),
     }
-    Ok(chain)
 }
 
 #[derive(Debug)]

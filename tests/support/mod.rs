@@ -1,0 +1,75 @@
+//! Shared test support: fixtures made at test time with the real `openssl` CLI, and a
+//! node tree under a temporary `--root`.
+#![allow(dead_code)] // each test binary uses a different part
+
+pub mod openssl;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+/// A throwaway node tree (`--root`).
+pub struct NodeTree {
+    pub dir: tempfile::TempDir,
+}
+
+impl NodeTree {
+    pub fn new() -> NodeTree {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for d in [
+            "etc/kubernetes/pki/etcd",
+            "var/lib/kubelet/pki",
+            "etc/kube-cert-agent",
+        ] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        NodeTree { dir }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Host path of a node path.
+    pub fn path(&self, node_path: &str) -> PathBuf {
+        self.dir.path().join(node_path.trim_start_matches('/'))
+    }
+
+    /// Run the agent with `--root` set to this tree.
+    pub fn agent(&self, args: &[&str]) -> Output {
+        let mut cmd = agent_cmd();
+        cmd.arg("--root").arg(self.root()).args(args);
+        cmd.output().expect("run kube-cert-agent")
+    }
+
+    /// `check --output json`, parsed; also returns the exit code.
+    pub fn check_json(&self, extra: &[&str]) -> (i32, Vec<serde_json::Value>) {
+        let mut args = vec!["check", "--output", "json"];
+        args.extend_from_slice(extra);
+        let out = self.agent(&args);
+        let code = out.status.code().expect("exited, not killed by a signal");
+        let rows: Vec<serde_json::Value> =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+                panic!(
+                    "check printed no JSON ({e}); stdout: {} stderr: {}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            });
+        (code, rows)
+    }
+}
+
+pub fn agent_cmd() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_kube-cert-agent"))
+}
+
+/// The row for `node_path` (and `location`, if given).
+pub fn row<'a>(
+    rows: &'a [serde_json::Value],
+    node_path: &str,
+    location: Option<&str>,
+) -> &'a serde_json::Value {
+    rows.iter()
+        .find(|r| r["path"] == node_path && r["location"].as_str() == location)
+        .unwrap_or_else(|| panic!("no row for {node_path} {location:?} in {rows:#?}"))
+}
