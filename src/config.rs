@@ -505,12 +505,13 @@ fn check_validity(field: &str, v: HumanDuration) -> Result<(), String> {
     Ok(())
 }
 
-fn render_yaml_error(e: &serde_saphyr::Error) -> String {
-    // saphyr's message carries "line L column C"; keep it on one line for logs.
-    e.to_string()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
+/// A YAML error as one line with its line and column, without saphyr's source snippet
+/// (which would print config values, maybe secrets, into logs).
+pub fn render_yaml_error(e: &serde_saphyr::Error) -> String {
+    let opts = serde_saphyr::render_options! { snippets: serde_saphyr::SnippetMode::Off };
+    let text = e.render_with_options(opts);
+    let text = text.strip_prefix("error: ").unwrap_or(&text);
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Load the config: an explicit `--config` must exist; the default path may be absent
@@ -602,6 +603,39 @@ mod tests {
         ))
         .unwrap_err();
         assert!(e.contains("dsa-1024"), "{e}");
+    }
+
+    #[test]
+    fn the_shipped_example_parses_and_declares_the_kubeadm_set() {
+        let text = include_str!("../etc/kube-cert-agent/config.yaml");
+        let c = parse(text).unwrap();
+        let names: Vec<&str> = c.certificates.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "apiserver",
+                "apiserver-kubelet-client",
+                "apiserver-etcd-client",
+                "front-proxy-client",
+                "etcd-server",
+                "etcd-peer",
+                "etcd-healthcheck-client"
+            ]
+        );
+        let kcs: Vec<&str> = c.kubeconfigs.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            kcs,
+            [
+                "admin.conf",
+                "super-admin.conf",
+                "controller-manager.conf",
+                "scheduler.conf"
+            ]
+        );
+        assert_eq!(
+            c.kubelet.unwrap().on_rotate,
+            [Action::TryRestart("kubelet.service".into())]
+        );
     }
 
     #[test]

@@ -252,7 +252,16 @@ fn read_given_file(root: &NodeRoot, loc: &Loc, entries: &mut Vec<Entry>) {
         Ok(bytes) if looks_like_kubeconfig(&bytes) => {
             kubeconfig_entries(root, loc, &bytes, entries)
         }
-        Ok(_) => read_material_file(root, loc, None, entries),
+        Ok(_) => {
+            // `check apiserver.crt` pairs `apiserver.key` beside it, as the directory walk does.
+            let sibling = match loc {
+                Loc::Host(p) if p.extension().is_some_and(|e| e != "key") => {
+                    Some(p.with_extension("key")).filter(|k| k.exists())
+                }
+                _ => None,
+            };
+            read_material_file(root, loc, sibling.map(Loc::Host).as_ref(), entries)
+        }
         Err(e) => entries.push(Entry::problem(loc.display(), None, e)),
     }
 }

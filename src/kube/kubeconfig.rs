@@ -70,7 +70,7 @@ impl Kubeconfig {
     pub fn parse(bytes: &[u8]) -> Result<Kubeconfig, String> {
         let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_string())?;
         let kc: Kubeconfig = serde_saphyr::from_str(text)
-            .map_err(|e| format!("not a kubeconfig: {}", one_line(&e.to_string())))?;
+            .map_err(|e| format!("not a kubeconfig: {}", crate::config::render_yaml_error(&e)))?;
         Ok(kc)
     }
 }
@@ -82,10 +82,6 @@ pub fn decode_data(field: &str, value: &str) -> Result<Vec<u8>, String> {
     base64::engine::general_purpose::STANDARD
         .decode(compact)
         .map_err(|e| format!("{field} is not valid base64 ({e})"))
-}
-
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]

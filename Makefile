@@ -1,0 +1,34 @@
+# kube-cert-agent: the two commands a newcomer needs are `make demo` and `make test`.
+CARGO ?= cargo
+
+.PHONY: all build release test test-deps lint demo bench clean
+
+all: build
+
+build:
+	$(CARGO) build --release
+
+release: build
+
+# Everything the tests use, installed if missing (CI starts from a fresh machine).
+test-deps:
+	scripts/install-test-deps.sh
+
+# fmt and clippy first: they fail in seconds, the suite takes minutes.
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+test: test-deps lint
+	$(CARGO) test --workspace --lib --bins --tests
+
+demo:
+	scripts/demo.sh
+
+# Benchmarks print figures and ratios against openssl; they never fail on time.
+bench:
+	$(CARGO) bench --bench check_inventory
+
+clean:
+	$(CARGO) clean
+	rm -rf demo-node

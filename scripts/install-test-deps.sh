@@ -1,0 +1,15 @@
+#!/bin/bash
+# Install what the test suite uses, only where missing. Debian packages via apt-get.
+set -euo pipefail
+need=()
+command -v openssl >/dev/null || need+=(openssl)
+command -v setpriv >/dev/null || need+=(util-linux)
+if ((${#need[@]})); then
+  [[ $(id -u) == 0 ]] || { echo "install-test-deps: need root to install: ${need[*]}" >&2; exit 1; }
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+fi
+# kubectl is baked into this machine image (apt's kubernetes-client is too old).
+command -v kubectl >/dev/null || echo "install-test-deps: note: kubectl not found; the kubectl tests will fail" >&2
+command -v cargo >/dev/null || { echo "install-test-deps: cargo is required" >&2; exit 1; }
+rustup component list --installed 2>/dev/null | grep -q clippy || rustup component add clippy rustfmt 2>/dev/null || true
