@@ -1,8 +1,11 @@
 //! Pure certificate logic: no files, no clock, no network. Callers pass bytes and `now`.
 
 pub mod cert;
+pub mod issue;
 pub mod key;
+pub mod keygen;
 pub mod material;
+pub mod policy;
 pub mod status;
 
 pub use cert::CertInfo;
