@@ -124,3 +124,162 @@ current-context: c
             .starts_with("not a kubeconfig"));
     }
 }
+
+/// Put a new client certificate and key into a kubeconfig, as embedded data, for the user
+/// of the current context (or the only user). Every other field is kept; comments are not.
+/// Returns the new text and the user's name.
+pub fn replace_client_credentials(
+    text: &str,
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<(String, String), String> {
+    use base64::Engine;
+    use serde_json::Value;
+    let mut doc: Value = serde_saphyr::from_str(text)
+        .map_err(|e| format!("not a kubeconfig: {}", crate::config::render_yaml_error(&e)))?;
+    let user_name = current_user(&doc)?;
+    let users = doc
+        .get_mut("users")
+        .and_then(Value::as_array_mut)
+        .ok_or("kubeconfig has no users")?;
+    let user = users
+        .iter_mut()
+        .find(|u| u.get("name").and_then(Value::as_str) == Some(user_name.as_str()))
+        .ok_or_else(|| format!("user {user_name:?} of the current context is not in users"))?;
+    let auth = user
+        .as_object_mut()
+        .ok_or("users entry is not a mapping")?
+        .entry("user")
+        .or_insert_with(|| Value::Object(Default::default()));
+    let auth = auth
+        .as_object_mut()
+        .ok_or("users[].user is not a mapping")?;
+    let b64 = |b: &[u8]| Value::String(base64::engine::general_purpose::STANDARD.encode(b));
+    // File references and embedded data together are an error to client-go.
+    auth.remove("client-certificate");
+    auth.remove("client-key");
+    auth.insert("client-certificate-data".into(), b64(cert_pem));
+    auth.insert("client-key-data".into(), b64(key_pem));
+    let out = serde_saphyr::to_string(&doc).map_err(|e| format!("cannot write YAML: {e}"))?;
+    Ok((out, user_name))
+}
+
+fn current_user(doc: &serde_json::Value) -> Result<String, String> {
+    use serde_json::Value;
+    let users: Vec<&str> = doc
+        .get("users")
+        .and_then(Value::as_array)
+        .map(|u| {
+            u.iter()
+                .filter_map(|u| u.get("name").and_then(Value::as_str))
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(ctx) = doc
+        .get("current-context")
+        .and_then(Value::as_str)
+        .filter(|c| !c.is_empty())
+    {
+        let user = doc
+            .get("contexts")
+            .and_then(Value::as_array)
+            .and_then(|cs| {
+                cs.iter()
+                    .find(|c| c.get("name").and_then(Value::as_str) == Some(ctx))
+            })
+            .and_then(|c| c.pointer("/context/user"))
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("current-context {ctx:?} names no user"))?;
+        return Ok(user.to_string());
+    }
+    match users.as_slice() {
+        [only] => Ok(only.to_string()),
+        [] => Err("kubeconfig has no users".into()),
+        _ => Err(
+            "kubeconfig has several users and no current-context: cannot tell which to renew"
+                .into(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod rewrite_tests {
+    use super::*;
+
+    const KC: &str = r#"apiVersion: v1
+kind: Config
+preferences: {}
+clusters:
+- name: kubernetes
+  cluster:
+    server: https://10.0.0.1:6443
+    certificate-authority-data: Q0E=
+contexts:
+- name: kubernetes-admin@kubernetes
+  context: {cluster: kubernetes, user: kubernetes-admin}
+- name: other
+  context: {cluster: kubernetes, user: someone-else}
+current-context: kubernetes-admin@kubernetes
+users:
+- name: someone-else
+  user: {token: keep-me}
+- name: kubernetes-admin
+  user:
+    client-certificate: /old/cert.pem
+    client-key: /old/key.pem
+"#;
+
+    #[test]
+    fn replaces_only_the_current_users_credentials() {
+        let (out, user) = replace_client_credentials(KC, b"CERT", b"KEY").unwrap();
+        assert_eq!(user, "kubernetes-admin");
+        let kc = Kubeconfig::parse(out.as_bytes()).unwrap();
+        let admin = &kc
+            .users
+            .iter()
+            .find(|u| u.name == "kubernetes-admin")
+            .unwrap()
+            .user;
+        assert_eq!(
+            decode_data("c", admin.client_certificate_data.as_ref().unwrap()).unwrap(),
+            b"CERT"
+        );
+        assert_eq!(
+            decode_data("k", admin.client_key_data.as_ref().unwrap()).unwrap(),
+            b"KEY"
+        );
+        assert!(admin.client_certificate.is_none() && admin.client_key.is_none());
+        let other = &kc
+            .users
+            .iter()
+            .find(|u| u.name == "someone-else")
+            .unwrap()
+            .user;
+        assert_eq!(other.token.as_deref(), Some("keep-me"));
+        assert_eq!(
+            kc.clusters[0].cluster.server.as_deref(),
+            Some("https://10.0.0.1:6443")
+        );
+        assert_eq!(
+            kc.current_context.as_deref(),
+            Some("kubernetes-admin@kubernetes")
+        );
+        // Field order is kept (apiVersion first), so diffs stay readable.
+        assert!(out.starts_with("apiVersion: v1\nkind: Config\n"), "{out}");
+    }
+
+    #[test]
+    fn ambiguous_or_broken_kubeconfigs_are_refused() {
+        let two = "users:\n- name: a\n  user: {}\n- name: b\n  user: {}\n";
+        assert!(replace_client_credentials(two, b"", b"")
+            .unwrap_err()
+            .contains("several users"));
+        let dangling = "current-context: x\ncontexts: []\nusers: []\n";
+        assert!(replace_client_credentials(dangling, b"", b"")
+            .unwrap_err()
+            .contains("names no user"));
+        assert!(replace_client_credentials("[[[", b"", b"")
+            .unwrap_err()
+            .starts_with("not a kubeconfig"));
+    }
+}
