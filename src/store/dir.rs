@@ -266,20 +266,37 @@ impl ManagedDir {
     /// Point `name` at `target` by renaming a fresh temporary symlink over it, then fsync
     /// the directory. Readers see the old link or the new one, never none.
     pub fn swap_symlink(&self, name: &str, target: &str) -> Result<(), StoreError> {
+        let previous = match self.entry(name)? {
+            Entry::Symlink(t) => Some(t),
+            _ => None,
+        };
         let tmp = self.temp_name("link");
         rustix::fs::symlinkat(target, &self.fd, tmp.as_str())
             .map_err(|e| self.io(name, "symlink", e))?;
+        let mut renamed = false;
         let res = (|| {
             failpoint::hit("store::before-swap")
                 .map_err(|e| StoreError::io(self.host_path(name), "swap", e))?;
             rustix::fs::renameat(&self.fd, tmp.as_str(), &self.fd, name)
                 .map_err(|e| self.io(name, "rename", e))?;
+            renamed = true;
             failpoint::hit("store::after-swap")
                 .map_err(|e| StoreError::io(self.host_path(name), "swap", e))?;
             self.fsync()
         })();
         if res.is_err() {
             let _ = rustix::fs::unlinkat(&self.fd, tmp.as_str(), AtFlags::empty());
+            // The switch is visible but not known to be durable, and the caller is told it
+            // failed: put the previous link back (best effort) so that both agree.
+            if let (true, Some(previous)) = (renamed, previous) {
+                let back = self.temp_name("link");
+                if rustix::fs::symlinkat(&previous, &self.fd, back.as_str()).is_ok()
+                    && rustix::fs::renameat(&self.fd, back.as_str(), &self.fd, name).is_err()
+                {
+                    let _ = rustix::fs::unlinkat(&self.fd, back.as_str(), AtFlags::empty());
+                }
+                let _ = rustix::fs::fsync(&self.fd);
+            }
         }
         res
     }

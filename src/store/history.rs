@@ -11,6 +11,15 @@ pub struct Version {
     pub current: bool,
 }
 
+/// The result of an install: the new current version, and why pruning old versions failed,
+/// if it did. The install itself succeeded either way (the new version is live and durable);
+/// a failed prune leaves extra versions, which the next install prunes.
+#[derive(Debug)]
+pub struct Installed {
+    pub version: Version,
+    pub prune_error: Option<super::StoreError>,
+}
+
 /// The stamps to delete so that `keep` versions remain: the current one always, then the
 /// newest others. `keep` below 1 is taken as 1 (the current version is never pruned).
 pub fn to_prune(stamps: &[String], current: Option<&str>, keep: u32) -> Vec<String> {

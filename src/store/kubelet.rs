@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 use super::dir::{Entry, FileSpec, ManagedDir};
 use super::error::StoreError;
 use super::failpoint;
-use super::history::{self, Version};
+use super::history::{self, Installed, Version};
 use super::naming;
 
 /// The file `NAME-current.pem` points at, if any.
@@ -61,7 +61,7 @@ pub fn install(
     pem: &[u8],
     now: OffsetDateTime,
     keep: u32,
-) -> Result<Version, StoreError> {
+) -> Result<Installed, StoreError> {
     dir.remove_temps()?;
     let current = current_file(dir, base)?;
     let stamps: Vec<String> = versions(dir, base)?.into_iter().map(|v| v.stamp).collect();
@@ -75,19 +75,32 @@ pub fn install(
     let stamp = naming::next_kubelet_stamp(now, &stamps);
     let file = naming::kubelet_version(base, &stamp);
     dir.write_atomic(&file, pem, spec, true)?;
-    dir.swap_symlink(&naming::kubelet_current(base), &link_target(dir, &file))?;
+    if let Err(e) = dir.swap_symlink(&naming::kubelet_current(base), &link_target(dir, &file)) {
+        // Never delete what the link may still point at (if putting it back failed too).
+        if current_file(dir, base).ok().flatten().as_deref() != Some(file.as_str()) {
+            let _ = dir.remove(&file);
+        }
+        return Err(e);
+    }
 
-    failpoint::hit("store::before-prune")
-        .map_err(|e| StoreError::io(dir.host_path(&file), "prune", e))?;
     let mut all = stamps;
     all.push(stamp.clone());
-    for old in history::to_prune(&all, Some(&stamp), keep) {
-        dir.remove(&naming::kubelet_version(base, &old))?;
-    }
-    Ok(Version {
-        name: file,
-        stamp,
-        current: true,
+    let prune = || -> Result<(), StoreError> {
+        failpoint::hit("store::before-prune")
+            .map_err(|e| StoreError::io(dir.host_path(&file), "prune", e))?;
+        for old in history::to_prune(&all, Some(&stamp), keep) {
+            dir.remove(&naming::kubelet_version(base, &old))?;
+        }
+        Ok(())
+    };
+    let prune_error = prune().err();
+    Ok(Installed {
+        version: Version {
+            name: file,
+            stamp,
+            current: true,
+        },
+        prune_error,
     })
 }
 

@@ -26,7 +26,7 @@ use time::OffsetDateTime;
 
 pub use dir::FileSpec;
 pub use error::StoreError;
-pub use history::Version;
+pub use history::{Installed, Version};
 
 use crate::paths::NodeRoot;
 use dir::{Entry, ManagedDir};
@@ -50,7 +50,7 @@ pub trait PkiStore {
         cert_pem: &[u8],
         key_pem: &[u8],
         now: OffsetDateTime,
-    ) -> Result<Version, StoreError>;
+    ) -> Result<Installed, StoreError>;
     /// The versions of `m` on disk, oldest first.
     fn versions(&self, m: &Managed) -> Result<Vec<Version>, StoreError>;
     /// Switch `m` back to the newest version older than the current one.
@@ -120,7 +120,7 @@ impl Store {
         cert_pem: &[u8],
         key_pem: &[u8],
         now: OffsetDateTime,
-    ) -> Result<Version, StoreError> {
+    ) -> Result<Installed, StoreError> {
         let (dir, names) = self.pair_names(cert, key)?;
         check_material(&self.root.host_path(cert), cert_pem, key_pem)?;
         let dir = ManagedDir::open(&self.root, &dir)?;
@@ -136,7 +136,7 @@ impl Store {
         cert_pem: &[u8],
         key_pem: &[u8],
         now: OffsetDateTime,
-    ) -> Result<Version, StoreError> {
+    ) -> Result<Installed, StoreError> {
         let link = dir.join(naming::kubelet_current(name));
         check_material(&self.root.host_path(&link), cert_pem, key_pem)?;
         let dir = ManagedDir::open(&self.root, dir)?;
@@ -217,7 +217,7 @@ impl PkiStore for Store {
         cert_pem: &[u8],
         key_pem: &[u8],
         now: OffsetDateTime,
-    ) -> Result<Version, StoreError> {
+    ) -> Result<Installed, StoreError> {
         match m {
             Managed::Pair { cert, key } => self.install_pair(cert, key, cert_pem, key_pem, now),
             Managed::Kubelet { dir, name } => {

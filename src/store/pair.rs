@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use super::dir::{Entry, FileSpec, ManagedDir};
 use super::error::StoreError;
 use super::failpoint;
-use super::history::{self, Version};
+use super::history::{self, Installed, Version};
 use super::naming;
 
 /// The names of one pair in its directory.
@@ -105,7 +105,7 @@ pub fn install(
     key_pem: &[u8],
     now: OffsetDateTime,
     keep: u32,
-) -> Result<Version, StoreError> {
+) -> Result<Installed, StoreError> {
     dir.remove_temps()?;
     let PairNames { stem, cert, key } = names;
     let data_link = naming::pair_data_link(stem);
@@ -163,7 +163,13 @@ pub fn install(
         &vdir,
         &[(cert, cert_pem, cert_spec), (key, key_pem, key_spec)],
     )?;
-    dir.swap_symlink(&data_link, &vdir)?;
+    if let Err(e) = dir.swap_symlink(&data_link, &vdir) {
+        // Never delete what the link may still point at (if putting it back failed too).
+        if current_stamp(dir, stem).ok().flatten().as_deref() != Some(stamp.as_str()) {
+            let _ = dir.remove(&vdir);
+        }
+        return Err(e);
+    }
     stamps.push(stamp.clone());
     // A name that did not exist gets its link only now, pointing at the new version.
     for (file, p) in [(cert.as_str(), &pc), (key.as_str(), &pk)] {
@@ -172,15 +178,22 @@ pub fn install(
         }
     }
 
-    failpoint::hit("store::before-prune")
-        .map_err(|e| StoreError::io(dir.host_path(&vdir), "prune", e))?;
-    for old in history::to_prune(&stamps, Some(&stamp), keep) {
-        dir.remove(&naming::pair_version(stem, &old))?;
-    }
-    Ok(Version {
-        name: vdir,
-        stamp,
-        current: true,
+    let prune = || -> Result<(), StoreError> {
+        failpoint::hit("store::before-prune")
+            .map_err(|e| StoreError::io(dir.host_path(&vdir), "prune", e))?;
+        for old in history::to_prune(&stamps, Some(&stamp), keep) {
+            dir.remove(&naming::pair_version(stem, &old))?;
+        }
+        Ok(())
+    };
+    let prune_error = prune().err();
+    Ok(Installed {
+        version: Version {
+            name: vdir,
+            stamp,
+            current: true,
+        },
+        prune_error,
     })
 }
 
