@@ -13,3 +13,4 @@ pub mod kube;
 pub mod paths;
 pub mod pki;
 pub mod remote;
+pub mod store;

@@ -1,0 +1,71 @@
+//! Failpoints between write, fsync, swap and prune (cargo feature `failpoints`).
+//!
+//! Without the feature [`hit`] is an empty inline function. With it, a point is armed
+//! per thread with [`arm`] (so that parallel tests do not see each other's points) or
+//! per process with the environment variable `KCA_FAILPOINTS=name=action[,name=action]`
+//! (for child processes). Actions: `error` (the operation fails with EIO), `enospc`,
+//! `abort` (the process dies on the spot, as a crash or a SIGKILL would leave it).
+
+/// Every point the store passes, in the order an install passes them.
+pub const POINTS: &[&str] = &[
+    "store::migrated-data",
+    "store::after-write",
+    "store::after-fsync",
+    "store::before-swap",
+    "store::after-swap",
+    "store::before-prune",
+    "store::mid-prune",
+];
+
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub(crate) fn hit(_name: &str) -> std::io::Result<()> {
+    Ok(())
+}
+
+#[cfg(feature = "failpoints")]
+pub use armed::{arm, disarm_all};
+
+#[cfg(feature = "failpoints")]
+pub(crate) use armed::hit;
+
+#[cfg(feature = "failpoints")]
+mod armed {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    use std::io;
+
+    thread_local! {
+        static ARMED: RefCell<HashMap<String, String>> = RefCell::new(HashMap::new());
+    }
+
+    /// Arm `name` with `action` (`error`, `enospc`, `abort`) for the calling thread.
+    pub fn arm(name: &str, action: &str) {
+        ARMED.with(|a| a.borrow_mut().insert(name.to_string(), action.to_string()));
+    }
+
+    /// Disarm every point of the calling thread.
+    pub fn disarm_all() {
+        ARMED.with(|a| a.borrow_mut().clear());
+    }
+
+    fn action_for(name: &str) -> Option<String> {
+        if let Some(a) = ARMED.with(|a| a.borrow().get(name).cloned()) {
+            return Some(a);
+        }
+        let env = std::env::var("KCA_FAILPOINTS").ok()?;
+        env.split(',').find_map(|item| {
+            let (n, a) = item.split_once('=')?;
+            (n == name).then(|| a.to_string())
+        })
+    }
+
+    pub(crate) fn hit(name: &str) -> io::Result<()> {
+        match action_for(name).as_deref() {
+            None => Ok(()),
+            Some("abort") => std::process::abort(),
+            Some("enospc") => Err(io::Error::from_raw_os_error(28)),
+            Some(_) => Err(io::Error::other(format!("failpoint {name}"))),
+        }
+    }
+}
