@@ -37,8 +37,28 @@ pub struct Cli {
 pub enum Command {
     /// Report every certificate on the node and when it expires.
     Check(CheckArgs),
+    /// Renew certificates now: the named ones, --all, or (with neither) those that are due.
+    Rotate(RotateArgs),
+    /// Switch a certificate back to its previous version.
+    Rollback {
+        /// A name from the config (`certificates[].name`, `kubelet-client`, `kubelet-server`).
+        name: String,
+    },
     /// Print the version.
     Version,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RotateArgs {
+    /// Names from the config (`certificates[].name`, `kubeconfigs[].name`).
+    #[arg(conflicts_with = "all")]
+    pub names: Vec<String>,
+    /// Every managed certificate, due or not.
+    #[arg(long)]
+    pub all: bool,
+    /// Say what would be done; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -103,7 +123,78 @@ pub fn run(cli: Cli) -> Result<ExitCode, Fatal> {
             let config = config::load(cli.config.as_deref(), &root).map_err(Fatal::config)?;
             check(&root, &config, &args)
         }
+        Command::Rotate(args) => {
+            let config = config::load(cli.config.as_deref(), &root).map_err(Fatal::config)?;
+            rotate(&root, &config, &args)
+        }
+        Command::Rollback { name } => {
+            let config = config::load(cli.config.as_deref(), &root).map_err(Fatal::config)?;
+            rollback(&root, &config, &name)
+        }
     }
+}
+
+fn rotate(root: &NodeRoot, config: &Config, args: &RotateArgs) -> Result<ExitCode, Fatal> {
+    let known = crate::rotation::managed_names(config);
+    if known.is_empty() {
+        return Err(Fatal::config(anyhow::anyhow!(
+            "the config declares no certificates or kubeconfigs to rotate"
+        )));
+    }
+    if let Some(unknown) = args.names.iter().find(|n| !known.contains(n)) {
+        return Err(Fatal::config(anyhow::anyhow!(
+            "no certificate named {unknown:?} in the config (known: {})",
+            known.join(", ")
+        )));
+    }
+    let req = crate::rotation::Request {
+        forced: args.all || !args.names.is_empty(),
+        dry_run: args.dry_run,
+        now: time::OffsetDateTime::now_utc(),
+    };
+    let outcomes = crate::rotation::rotate(root, config, &args.names, req);
+    for o in &outcomes {
+        println!("{}", o.line());
+    }
+    Ok(if outcomes.iter().any(|o| o.failed()) {
+        ExitCode::Failure
+    } else {
+        ExitCode::Ok
+    })
+}
+
+fn rollback(root: &NodeRoot, config: &Config, name: &str) -> Result<ExitCode, Fatal> {
+    use crate::store::{Managed, PkiStore};
+    let managed = if let Some(c) = config.certificates.iter().find(|c| c.name == name) {
+        Managed::Pair {
+            cert: c.cert.clone(),
+            key: c.key.clone(),
+        }
+    } else if let (Some(k), Some(base)) = (
+        &config.kubelet,
+        ["kubelet-client", "kubelet-server"]
+            .iter()
+            .find(|b| **b == name),
+    ) {
+        Managed::Kubelet {
+            dir: k.cert_dir.clone(),
+            name: base.to_string(),
+        }
+    } else if config.kubeconfigs.iter().any(|k| k.name == name) {
+        return Err(Fatal::config(anyhow::anyhow!(
+            "{name} is a kubeconfig: it is rewritten in place (atomically) and keeps no versions"
+        )));
+    } else {
+        return Err(Fatal::config(anyhow::anyhow!(
+            "no certificate named {name:?} in the config"
+        )));
+    };
+    let store = crate::store::Store::new(root.clone(), config.history);
+    let v = store
+        .rollback(&managed)
+        .map_err(|e| Fatal::failure(anyhow::anyhow!("rollback of {name}: {e}")))?;
+    println!("{name}: rolled back to version {} ({})", v.stamp, v.name);
+    Ok(ExitCode::Ok)
 }
 
 fn check(root: &NodeRoot, config: &Config, args: &CheckArgs) -> Result<ExitCode, Fatal> {

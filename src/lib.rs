@@ -13,4 +13,5 @@ pub mod kube;
 pub mod paths;
 pub mod pki;
 pub mod remote;
+pub mod rotation;
 pub mod store;

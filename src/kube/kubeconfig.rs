@@ -9,8 +9,25 @@ pub struct Kubeconfig {
     pub clusters: Vec<NamedCluster>,
     #[serde(default)]
     pub users: Vec<NamedUser>,
+    #[serde(default)]
+    pub contexts: Vec<NamedContext>,
     #[serde(default, rename = "current-context")]
     pub current_context: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct NamedContext {
+    pub name: String,
+    #[serde(default)]
+    pub context: Context,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Context {
+    #[serde(default)]
+    pub cluster: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,6 +89,26 @@ impl Kubeconfig {
         let kc: Kubeconfig = serde_saphyr::from_str(text)
             .map_err(|e| format!("not a kubeconfig: {}", crate::config::render_yaml_error(&e)))?;
         Ok(kc)
+    }
+}
+
+/// The user of the current context, or the only user.
+pub fn current_user_name(kc: &Kubeconfig) -> Result<String, String> {
+    if let Some(ctx) = kc.current_context.as_deref().filter(|c| !c.is_empty()) {
+        return kc
+            .contexts
+            .iter()
+            .find(|c| c.name == ctx)
+            .and_then(|c| c.context.user.clone())
+            .ok_or_else(|| format!("current-context {ctx:?} names no user"));
+    }
+    match kc.users.as_slice() {
+        [only] => Ok(only.name.clone()),
+        [] => Err("kubeconfig has no users".into()),
+        _ => Err(
+            "kubeconfig has several users and no current-context: cannot tell which to renew"
+                .into(),
+        ),
     }
 }
 
@@ -137,7 +174,7 @@ pub fn replace_client_credentials(
     use serde_json::Value;
     let mut doc: Value = serde_saphyr::from_str(text)
         .map_err(|e| format!("not a kubeconfig: {}", crate::config::render_yaml_error(&e)))?;
-    let user_name = current_user(&doc)?;
+    let user_name = current_user_name(&Kubeconfig::parse(text.as_bytes())?)?;
     let users = doc
         .get_mut("users")
         .and_then(Value::as_array_mut)
@@ -162,44 +199,6 @@ pub fn replace_client_credentials(
     auth.insert("client-key-data".into(), b64(key_pem));
     let out = serde_saphyr::to_string(&doc).map_err(|e| format!("cannot write YAML: {e}"))?;
     Ok((out, user_name))
-}
-
-fn current_user(doc: &serde_json::Value) -> Result<String, String> {
-    use serde_json::Value;
-    let users: Vec<&str> = doc
-        .get("users")
-        .and_then(Value::as_array)
-        .map(|u| {
-            u.iter()
-                .filter_map(|u| u.get("name").and_then(Value::as_str))
-                .collect()
-        })
-        .unwrap_or_default();
-    if let Some(ctx) = doc
-        .get("current-context")
-        .and_then(Value::as_str)
-        .filter(|c| !c.is_empty())
-    {
-        let user = doc
-            .get("contexts")
-            .and_then(Value::as_array)
-            .and_then(|cs| {
-                cs.iter()
-                    .find(|c| c.get("name").and_then(Value::as_str) == Some(ctx))
-            })
-            .and_then(|c| c.pointer("/context/user"))
-            .and_then(Value::as_str)
-            .ok_or_else(|| format!("current-context {ctx:?} names no user"))?;
-        return Ok(user.to_string());
-    }
-    match users.as_slice() {
-        [only] => Ok(only.to_string()),
-        [] => Err("kubeconfig has no users".into()),
-        _ => Err(
-            "kubeconfig has several users and no current-context: cannot tell which to renew"
-                .into(),
-        ),
-    }
 }
 
 #[cfg(test)]

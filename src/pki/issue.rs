@@ -55,13 +55,15 @@ impl Ca {
         if now >= cert.not_after {
             return Err(format!(
                 "CA certificate ({}) expired at {}; the agent never rotates a CA: replace it and re-issue",
-                cert.subject, cert.not_after
+                cert.subject,
+                crate::rotation::plan::rfc3339(cert.not_after)
             ));
         }
         if now < cert.not_before {
             return Err(format!(
                 "CA certificate ({}) is not valid until {} (is the clock behind?)",
-                cert.subject, cert.not_before
+                cert.subject,
+                crate::rotation::plan::rfc3339(cert.not_before)
             ));
         }
         let km = parse_material(key_pem).map_err(|e| format!("CA key: {e}"))?;
@@ -143,7 +145,9 @@ pub fn issue(
         return Err("the certificate needs at least one usage (serverAuth, clientAuth)".into());
     }
     let mut params = CertificateParams::default();
-    // Go's pkix.Name order: O before CN, as kubeadm writes it.
+    // The default params carry a placeholder CN; start from an empty name so that the
+    // order below holds. Go's pkix.Name order: O before CN, as kubeadm writes it.
+    params.distinguished_name = rcgen::DistinguishedName::new();
     for o in &spec.organizations {
         params
             .distinguished_name
@@ -308,6 +312,14 @@ mod tests {
             "16 random bytes: {}",
             issued.info.serial
         );
+        assert_eq!(
+            issued.info.subject, "CN=kube-apiserver",
+            "no placeholder left in the name"
+        );
+        let mut with_o = spec();
+        with_o.organizations = vec!["system:nodes".into()];
+        let o_first = issue(&ca, &with_o, &key, now).unwrap();
+        assert_eq!(o_first.info.subject, "O=system:nodes, CN=kube-apiserver");
         // Round trip: what we would renew from keeps subject, SANs and usages.
         let again = LeafSpec::from_existing(&issued.info, Duration::hours(96));
         assert_eq!(again, spec());

@@ -182,6 +182,64 @@ pub fn leaf(dir: &Path, name: &str, ca: &Pair, spec: &Leaf) -> Pair {
     pair
 }
 
+/// A CA certificate for an existing key with explicit dates (expired CAs), via
+/// `openssl ca -selfsign`.
+pub fn ca_with_dates(out: &Path, key: &Path, cn: &str, start: &str, end: &str) {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    std::fs::create_dir(w.join("new")).unwrap();
+    std::fs::write(w.join("index.txt"), "").unwrap();
+    std::fs::write(w.join("serial"), format!("{:032x}\n", rand_serial())).unwrap();
+    std::fs::write(w.join("ext.cnf"), "[v3]\nbasicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign,digitalSignature\n").unwrap();
+    std::fs::write(
+        w.join("ca.cnf"),
+        format!(
+            "[ca]\ndefault_ca=d\n[d]\ndatabase={0}/index.txt\nnew_certs_dir={0}/new\nserial={0}/serial\n\
+             default_md=sha256\npolicy=p\nunique_subject=no\n[p]\ncommonName=supplied\n",
+            w.display()
+        ),
+    )
+    .unwrap();
+    openssl(
+        w,
+        &[
+            "req",
+            "-new",
+            "-key",
+            key.to_str().unwrap(),
+            "-subj",
+            &format!("/CN={cn}"),
+            "-out",
+            "req.csr",
+        ],
+    );
+    openssl(
+        w,
+        &[
+            "ca",
+            "-batch",
+            "-notext",
+            "-selfsign",
+            "-config",
+            "ca.cnf",
+            "-keyfile",
+            key.to_str().unwrap(),
+            "-extfile",
+            "ext.cnf",
+            "-extensions",
+            "v3",
+            "-in",
+            "req.csr",
+            "-out",
+            out.to_str().unwrap(),
+            "-startdate",
+            start,
+            "-enddate",
+            end,
+        ],
+    );
+}
+
 fn rand_serial() -> u128 {
     let mut b = [0u8; 16];
     use std::io::Read;

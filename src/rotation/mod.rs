@@ -1,0 +1,463 @@
+//! Rotating the certificates the config declares: from the local CA for `certificates:`
+//! and `kubeconfigs:`. One function per managed kind; each returns an [`Outcome`] and never
+//! leaves a working certificate replaced by a broken one (the store installs only checked
+//! material, atomically).
+
+pub mod plan;
+
+use std::path::{Path, PathBuf};
+
+use time::{Duration, OffsetDateTime};
+
+use crate::config::{CaRef, CertificateSpec, Config, KubeconfigSpec, SubjectSpec};
+use crate::kube::kubeconfig::{self, Kubeconfig};
+use crate::paths::{self, NodeRoot};
+use crate::pki::issue::{self, Ca, LeafSpec, Usage};
+use crate::pki::policy::RenewalPolicy;
+use crate::pki::{key, keygen, parse_material, CertInfo};
+use crate::store::{FileSpec, Store};
+use plan::{decide, rfc3339, Current, Decision, Reason};
+
+/// A CA that expires within this is worth a warning at every rotation.
+pub const CA_WARN_WITHIN: Duration = Duration::days(365);
+
+/// What happened to one managed certificate.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub name: String,
+    /// The file the certificate lives in (node path).
+    pub path: PathBuf,
+    pub action: Action,
+    /// Serial and notAfter before and after.
+    pub before: Option<(String, OffsetDateTime)>,
+    pub after: Option<(String, OffsetDateTime)>,
+    /// Things an operator should know that did not stop the rotation.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Rotated(Reason),
+    WouldRotate(Reason),
+    Kept { next: OffsetDateTime },
+    ClockBehind { not_before: OffsetDateTime },
+    Failed(String),
+}
+
+impl Outcome {
+    pub fn failed(&self) -> bool {
+        matches!(self.action, Action::Failed(_))
+    }
+
+    /// One line for the terminal (`rotate`) and for logs.
+    pub fn line(&self) -> String {
+        let serials = match (&self.before, &self.after) {
+            (Some((b, _)), Some((a, na))) => {
+                format!(": serial {b} -> {a}, expires {}", rfc3339(*na))
+            }
+            (None, Some((a, na))) => format!(": serial {a}, expires {}", rfc3339(*na)),
+            _ => String::new(),
+        };
+        let what = match &self.action {
+            Action::Rotated(r) => format!("rotated ({r}){serials}"),
+            Action::WouldRotate(r) => format!("would rotate ({r})"),
+            Action::Kept { next } => format!("valid, next rotation {}", rfc3339(*next)),
+            Action::ClockBehind { not_before } => format!(
+                "not valid until {}: is this node's clock behind? Not re-issued (force with rotate {})",
+                rfc3339(*not_before),
+                self.name
+            ),
+            Action::Failed(e) => format!("FAILED: {e}"),
+        };
+        let mut line = format!("{}: {what}", self.name);
+        for w in &self.warnings {
+            line.push_str(&format!("\n  warning: {w}"));
+        }
+        line
+    }
+}
+
+/// How a rotation run was asked for.
+#[derive(Debug, Clone, Copy)]
+pub struct Request {
+    pub forced: bool,
+    pub dry_run: bool,
+    pub now: OffsetDateTime,
+}
+
+/// The names a config declares (certificates, then kubeconfigs).
+pub fn managed_names(config: &Config) -> Vec<String> {
+    config
+        .certificates
+        .iter()
+        .map(|c| c.name.clone())
+        .chain(config.kubeconfigs.iter().map(|k| k.name.clone()))
+        .collect()
+}
+
+/// Rotate `names` (forced), or with `names` empty every declared certificate that is due.
+pub fn rotate(root: &NodeRoot, config: &Config, names: &[String], req: Request) -> Vec<Outcome> {
+    let store = Store::new(root.clone(), config.history);
+    let policy = RenewalPolicy::from_config(&config.renewal);
+    let wanted = |n: &str| names.is_empty() || names.iter().any(|x| x == n);
+    let mut out = Vec::new();
+    for c in config.certificates.iter().filter(|c| wanted(&c.name)) {
+        out.push(rotate_certificate(root, &store, &policy, c, req));
+    }
+    for k in config.kubeconfigs.iter().filter(|k| wanted(&k.name)) {
+        out.push(rotate_kubeconfig(root, &store, &policy, k, req));
+    }
+    out
+}
+
+fn read(root: &NodeRoot, p: &Path) -> Result<Vec<u8>, String> {
+    root.read(p).map_err(|e| format!("{}: {e}", p.display()))
+}
+
+/// The certificate on disk at `cert` with its key at `key`.
+fn current_pair(root: &NodeRoot, cert: &Path, key: &Path) -> (Current, Option<rcgen::KeyPair>) {
+    let cert_bytes = match root.read(cert) {
+        Err(paths::ReadError::NotFound) => return (Current::Missing, None),
+        Err(e) => return (Current::Broken(format!("{}: {e}", cert.display())), None),
+        Ok(b) => b,
+    };
+    let info = match parse_material(&cert_bytes).and_then(|m| {
+        let der = m.certificates.first().ok_or("no certificate in file")?;
+        CertInfo::parse(der)
+    }) {
+        Ok(i) => i,
+        Err(e) => return (Current::Broken(format!("{}: {e}", cert.display())), None),
+    };
+    let key_pair = read(root, key)
+        .and_then(|b| parse_material(&b))
+        .and_then(|m| {
+            m.private_keys
+                .first()
+                .ok_or_else(|| "no private key".to_string())
+                .and_then(keygen::load)
+        });
+    match key_pair {
+        Ok(k) if rcgen::PublicKeyData::der_bytes(&k) == info.public_key.as_slice() => {
+            (Current::Present(Box::new(info)), Some(k))
+        }
+        Ok(_) => (
+            Current::Broken(format!(
+                "{} does not match {}",
+                key.display(),
+                cert.display()
+            )),
+            None,
+        ),
+        Err(e) => (Current::Broken(format!("key {}: {e}", key.display())), None),
+    }
+}
+
+fn load_ca(root: &NodeRoot, ca: &CaRef, now: OffsetDateTime) -> Result<Ca, String> {
+    let cert = read(root, &ca.cert)?;
+    let key = read(root, &ca.key)?;
+    Ca::load(&cert, &key, now)
+        .map_err(|e| format!("CA {} / {}: {e}", ca.cert.display(), ca.key.display()))
+}
+
+/// The leaf to issue: the config's subject, SANs and usages, each falling back to what the
+/// current certificate says (what `kubeadm certs renew` keeps).
+fn leaf_spec(
+    subject: Option<&SubjectSpec>,
+    dns: Option<&Vec<String>>,
+    ips: Option<&Vec<std::net::IpAddr>>,
+    usages: Option<&Vec<Usage>>,
+    validity: std::time::Duration,
+    current: &Current,
+) -> Result<LeafSpec, String> {
+    let validity = Duration::try_from(validity).map_err(|e| e.to_string())?;
+    let mut spec = match current {
+        Current::Present(c) => LeafSpec::from_existing(c, validity),
+        _ => LeafSpec {
+            common_name: String::new(),
+            organizations: vec![],
+            dns_names: vec![],
+            ip_addresses: vec![],
+            usages: vec![],
+            validity,
+        },
+    };
+    if let Some(s) = subject {
+        if let Some(cn) = &s.common_name {
+            spec.common_name = cn.clone();
+            spec.organizations = s.organizations.clone();
+        }
+    }
+    if let Some(d) = dns {
+        spec.dns_names = d.clone();
+    }
+    if let Some(i) = ips {
+        spec.ip_addresses = i.clone();
+    }
+    if let Some(u) = usages {
+        spec.usages = u.clone();
+    }
+    if spec.common_name.is_empty() {
+        return Err(
+            "no current certificate to take the subject from: set subject.commonName in the config"
+                .into(),
+        );
+    }
+    Ok(spec)
+}
+
+fn ca_warnings(ca: &Ca, issued: &issue::Issued, now: OffsetDateTime) -> Vec<String> {
+    let mut w = Vec::new();
+    if issued.capped_by_ca {
+        w.push(format!(
+            "CA {} expires at {}, before the requested validity would end: the certificate was cut short",
+            ca.cert.subject,
+            rfc3339(ca.cert.not_after)
+        ));
+    } else if ca.cert.not_after - now < CA_WARN_WITHIN {
+        w.push(format!(
+            "CA {} expires at {} (within a year); CAs are never rotated automatically: plan its replacement",
+            ca.cert.subject,
+            rfc3339(ca.cert.not_after)
+        ));
+    }
+    w
+}
+
+fn outcome(name: &str, path: &Path, current: &Current, action: Action) -> Outcome {
+    Outcome {
+        name: name.to_string(),
+        path: path.to_path_buf(),
+        action,
+        before: match current {
+            Current::Present(c) => Some((c.serial.clone(), c.not_after)),
+            _ => None,
+        },
+        after: None,
+        warnings: vec![],
+    }
+}
+
+/// A `certificates:` entry: issue from the CA, install as a pair.
+pub fn rotate_certificate(
+    root: &NodeRoot,
+    store: &Store,
+    policy: &RenewalPolicy,
+    spec: &CertificateSpec,
+    req: Request,
+) -> Outcome {
+    let (current, current_key) = current_pair(root, &spec.cert, &spec.key);
+    let mut out = outcome(
+        &spec.name,
+        &spec.cert,
+        &current,
+        Action::Failed(String::new()),
+    );
+    let reason = match decide(&current, req.forced, policy, req.now) {
+        Decision::Rotate(r) => r,
+        Decision::Keep(next) => {
+            return Outcome {
+                action: Action::Kept { next },
+                ..out
+            }
+        }
+        Decision::ClockBehind(nb) => {
+            return Outcome {
+                action: Action::ClockBehind { not_before: nb },
+                ..out
+            }
+        }
+    };
+    let result = (|| -> Result<Outcome, String> {
+        let ca = load_ca(root, &spec.ca, req.now)?;
+        let leaf = leaf_spec(
+            spec.subject.as_ref(),
+            spec.dns_names.as_ref(),
+            spec.ip_addresses.as_ref(),
+            spec.usages.as_ref(),
+            spec.validity.0,
+            &current,
+        )?;
+        if req.dry_run {
+            return Ok(Outcome {
+                action: Action::WouldRotate(reason.clone()),
+                ..out.clone()
+            });
+        }
+        let key = match current_key {
+            Some(k) if spec.reuse_key => k,
+            _ => keygen::generate(spec.key_type)?,
+        };
+        let issued = issue::issue(&ca, &leaf, &key, req.now)?;
+        let key_pem = key.serialize_pem();
+        let installed = store
+            .install_pair(
+                &spec.cert,
+                &spec.key,
+                issued.cert_pem.as_bytes(),
+                key_pem.as_bytes(),
+                req.now,
+            )
+            .map_err(|e| e.to_string())?;
+        let mut warnings = ca_warnings(&ca, &issued, req.now);
+        if let Some(e) = installed.prune_error {
+            warnings.push(format!("old versions not pruned: {e}"));
+        }
+        Ok(Outcome {
+            action: Action::Rotated(reason.clone()),
+            after: Some((issued.info.serial.clone(), issued.info.not_after)),
+            warnings,
+            ..out.clone()
+        })
+    })();
+    match result {
+        Ok(o) => o,
+        Err(e) => {
+            out.action = Action::Failed(e);
+            out
+        }
+    }
+}
+
+/// The client certificate a kubeconfig carries for its current user.
+fn current_kubeconfig_cert(root: &NodeRoot, path: &Path, text: &[u8]) -> Current {
+    let broken = |e: String| Current::Broken(format!("{}: {e}", path.display()));
+    let kc = match Kubeconfig::parse(text) {
+        Ok(kc) => kc,
+        Err(e) => return broken(e),
+    };
+    let user = match kubeconfig::current_user_name(&kc) {
+        Ok(u) => u,
+        Err(e) => return broken(e),
+    };
+    let Some(u) = kc.users.iter().find(|u| u.name == user) else {
+        return broken(format!("user {user:?} not found"));
+    };
+    let load =
+        |data: &Option<String>, file: &Option<String>, field: &str| -> Result<Vec<u8>, String> {
+            match (data, file) {
+                (Some(d), _) => kubeconfig::decode_data(field, d),
+                (None, Some(f)) => read(root, &paths::resolve_reference(path, f)),
+                (None, None) => Err(format!("user {user:?} has no {field}")),
+            }
+        };
+    let cert = load(
+        &u.user.client_certificate_data,
+        &u.user.client_certificate,
+        "client certificate",
+    );
+    let key = load(&u.user.client_key_data, &u.user.client_key, "client key");
+    let parsed = cert.and_then(|c| parse_material(&c)).and_then(|m| {
+        let der = m.certificates.first().ok_or("no certificate")?;
+        CertInfo::parse(der)
+    });
+    let info = match parsed {
+        Ok(i) => i,
+        Err(e) => return broken(e),
+    };
+    let key_ok = key
+        .and_then(|k| parse_material(&k))
+        .and_then(|m| {
+            m.private_keys
+                .first()
+                .ok_or_else(|| "no private key".to_string())
+                .and_then(key::public_key_of)
+        })
+        .map(|p| p == info.public_key);
+    match key_ok {
+        Ok(true) => Current::Present(Box::new(info)),
+        Ok(false) => broken("client key does not match the client certificate".into()),
+        Err(e) => broken(format!("client key: {e}")),
+    }
+}
+
+/// A `kubeconfigs:` entry: issue a client certificate and rewrite the file atomically.
+pub fn rotate_kubeconfig(
+    root: &NodeRoot,
+    store: &Store,
+    policy: &RenewalPolicy,
+    spec: &KubeconfigSpec,
+    req: Request,
+) -> Outcome {
+    let text = match read(root, &spec.path) {
+        Ok(t) => t,
+        Err(e) => {
+            let mut o = outcome(
+                &spec.name,
+                &spec.path,
+                &Current::Missing,
+                Action::Failed(String::new()),
+            );
+            o.action = Action::Failed(format!(
+                "{e} (the agent renews the client certificate of an existing kubeconfig; it does not create one)"
+            ));
+            return o;
+        }
+    };
+    let current = current_kubeconfig_cert(root, &spec.path, &text);
+    let mut out = outcome(
+        &spec.name,
+        &spec.path,
+        &current,
+        Action::Failed(String::new()),
+    );
+    let reason = match decide(&current, req.forced, policy, req.now) {
+        Decision::Rotate(r) => r,
+        Decision::Keep(next) => {
+            return Outcome {
+                action: Action::Kept { next },
+                ..out
+            }
+        }
+        Decision::ClockBehind(nb) => {
+            return Outcome {
+                action: Action::ClockBehind { not_before: nb },
+                ..out
+            }
+        }
+    };
+    let result = (|| -> Result<Outcome, String> {
+        let ca = load_ca(root, &spec.ca, req.now)?;
+        let leaf = leaf_spec(
+            spec.subject.as_ref(),
+            Some(&vec![]),
+            Some(&vec![]),
+            Some(&vec![Usage::ClientAuth]),
+            spec.validity.0,
+            &current,
+        )?;
+        if req.dry_run {
+            return Ok(Outcome {
+                action: Action::WouldRotate(reason.clone()),
+                ..out.clone()
+            });
+        }
+        let key = keygen::generate(spec.key_type)?;
+        let issued = issue::issue(&ca, &leaf, &key, req.now)?;
+        let text = std::str::from_utf8(&text)
+            .map_err(|_| format!("{}: not UTF-8", spec.path.display()))?;
+        let (new_text, _user) = kubeconfig::replace_client_credentials(
+            text,
+            issued.cert_pem.as_bytes(),
+            key.serialize_pem().as_bytes(),
+        )
+        .map_err(|e| format!("{}: {e}", spec.path.display()))?;
+        // A kubeconfig with an embedded key is a key: 0600 when new; an existing file keeps
+        // its mode and owner.
+        store
+            .write_file(&spec.path, new_text.as_bytes(), FileSpec::KEY)
+            .map_err(|e| e.to_string())?;
+        Ok(Outcome {
+            action: Action::Rotated(reason.clone()),
+            after: Some((issued.info.serial.clone(), issued.info.not_after)),
+            warnings: ca_warnings(&ca, &issued, req.now),
+            ..out.clone()
+        })
+    })();
+    match result {
+        Ok(o) => o,
+        Err(e) => {
+            out.action = Action::Failed(e);
+            out
+        }
+    }
+}

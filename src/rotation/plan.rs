@@ -1,0 +1,156 @@
+//! Whether a managed certificate should be renewed now: a pure function of what is on disk,
+//! what was asked, the renewal policy and `now`.
+
+use time::OffsetDateTime;
+
+use crate::pki::policy::RenewalPolicy;
+use crate::pki::CertInfo;
+
+/// What is on disk for a managed certificate.
+#[derive(Debug, Clone)]
+pub enum Current {
+    Missing,
+    /// Unreadable, malformed, or its key does not match.
+    Broken(String),
+    Present(Box<CertInfo>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reason {
+    /// Named on the command line, `--all`, or SIGHUP.
+    Forced,
+    Missing,
+    Broken(String),
+    Expired,
+    /// Past its renewal deadline.
+    Due(OffsetDateTime),
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reason::Forced => write!(f, "forced"),
+            Reason::Missing => write!(f, "missing"),
+            Reason::Broken(e) => write!(f, "broken: {e}"),
+            Reason::Expired => write!(f, "expired"),
+            Reason::Due(d) => write!(f, "due since {}", rfc3339(*d)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    Rotate(Reason),
+    /// Valid and not yet due: the next deadline.
+    Keep(OffsetDateTime),
+    /// Not yet valid: the clock is probably behind. Re-issuing would give another
+    /// certificate that is "not yet valid" by the same clock, so say so instead.
+    ClockBehind(OffsetDateTime),
+}
+
+pub fn decide(
+    current: &Current,
+    forced: bool,
+    policy: &RenewalPolicy,
+    now: OffsetDateTime,
+) -> Decision {
+    match current {
+        Current::Present(c) if now < c.not_before && !forced => Decision::ClockBehind(c.not_before),
+        _ if forced => Decision::Rotate(Reason::Forced),
+        Current::Missing => Decision::Rotate(Reason::Missing),
+        Current::Broken(e) => Decision::Rotate(Reason::Broken(e.clone())),
+        Current::Present(c) if now >= c.not_after => Decision::Rotate(Reason::Expired),
+        Current::Present(c) => {
+            let deadline = policy.deadline(c);
+            if now >= deadline {
+                Decision::Rotate(Reason::Due(deadline))
+            } else {
+                Decision::Keep(deadline)
+            }
+        }
+    }
+}
+
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+    use time::Duration;
+
+    fn cert(nb: OffsetDateTime, na: OffsetDateTime) -> Current {
+        Current::Present(Box::new(CertInfo {
+            der: vec![],
+            subject: "CN=x".into(),
+            issuer: "CN=ca".into(),
+            common_name: Some("x".into()),
+            organizations: vec![],
+            serial: "01".into(),
+            not_before: nb,
+            not_after: na,
+            dns_names: vec![],
+            ip_addresses: vec![],
+            is_ca: false,
+            key_type: "ECDSA P-256".into(),
+            ext_key_usages: vec![],
+            public_key: vec![],
+            subject_der: vec![],
+            issuer_der: vec![],
+        }))
+    }
+
+    const P: RenewalPolicy = RenewalPolicy {
+        renew_at: 0.8,
+        jitter: 0.1,
+    };
+    const NB: OffsetDateTime = datetime!(2026-11-01 00:00 UTC);
+    const NA: OffsetDateTime = datetime!(2026-11-05 00:00 UTC);
+
+    #[test]
+    fn decisions() {
+        let c = cert(NB, NA);
+        let early = NB + Duration::hours(1);
+        assert!(matches!(decide(&c, false, &P, early), Decision::Keep(_)));
+        assert_eq!(
+            decide(&c, true, &P, early),
+            Decision::Rotate(Reason::Forced)
+        );
+        // Past 90% is always due, whatever the jitter drew.
+        let late = NB + Duration::hours(96) * 0.91;
+        assert!(matches!(
+            decide(&c, false, &P, late),
+            Decision::Rotate(Reason::Due(_))
+        ));
+        assert_eq!(decide(&c, false, &P, NA), Decision::Rotate(Reason::Expired));
+        assert_eq!(
+            decide(&Current::Missing, false, &P, early),
+            Decision::Rotate(Reason::Missing)
+        );
+        assert_eq!(
+            decide(&Current::Broken("x".into()), false, &P, early),
+            Decision::Rotate(Reason::Broken("x".into()))
+        );
+        // A clock behind the certificate's notBefore: reported, not re-issued in a loop...
+        assert_eq!(
+            decide(&c, false, &P, NB - Duration::hours(2)),
+            Decision::ClockBehind(NB)
+        );
+        // ...unless the operator forces it.
+        assert_eq!(
+            decide(&c, true, &P, NB - Duration::hours(2)),
+            Decision::Rotate(Reason::Forced)
+        );
+    }
+
+    #[test]
+    fn keep_reports_a_deadline_within_70_to_90_percent() {
+        let Decision::Keep(d) = decide(&cert(NB, NA), false, &P, NB) else {
+            panic!()
+        };
+        assert!(d >= NB + Duration::hours(96) * 0.7 && d <= NB + Duration::hours(96) * 0.9);
+    }
+}
