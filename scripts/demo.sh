@@ -72,7 +72,82 @@ echo "exit code $code  (0 all valid, 1 some within the warning window, 2 some ex
 step "The same as JSON (one object per certificate), apiserver only"
 "$AGENT" --root "$NODE" check --output json "$PKI/apiserver.crt" | sed -n '1,40p' || true
 
-step "Cross-check one date with openssl"
-openssl x509 -noout -serial -enddate -in "$PKI/apiserver.crt"
+step "A config declaring the control-plane certificates (etc/kube-cert-agent/config.yaml has the full kubeadm set)"
+b64() { base64 -w0 < "$1"; }
+leaf "$WORK" admin "$PKI/ca" "/O=kubeadm:cluster-admins/CN=kubernetes-admin" "extendedKeyUsage=clientAuth" "$NOW" "$(ts '+96 hours')"
+cat > "$NODE/etc/kubernetes/admin.conf" <<KC
+apiVersion: v1
+kind: Config
+clusters:
+- name: kubernetes
+  cluster: {server: "https://127.0.0.1:6443", certificate-authority-data: $(b64 "$PKI/ca.crt")}
+contexts:
+- name: kubernetes-admin@kubernetes
+  context: {cluster: kubernetes, user: kubernetes-admin}
+current-context: kubernetes-admin@kubernetes
+users:
+- name: kubernetes-admin
+  user: {client-certificate-data: $(b64 "$WORK/admin.crt"), client-key-data: $(b64 "$WORK/admin.key")}
+KC
+chmod 600 "$NODE/etc/kubernetes/admin.conf"
+cat > "$NODE/etc/kube-cert-agent/config.yaml" <<CFG
+apiVersion: kube-cert-agent.io/v1alpha1
+kind: AgentConfiguration
+certificates:
+- name: apiserver
+  ca: {cert: /etc/kubernetes/pki/ca.crt, key: /etc/kubernetes/pki/ca.key}
+  cert: /etc/kubernetes/pki/apiserver.crt
+  key: /etc/kubernetes/pki/apiserver.key
+- name: apiserver-kubelet-client
+  ca: {cert: /etc/kubernetes/pki/ca.crt, key: /etc/kubernetes/pki/ca.key}
+  cert: /etc/kubernetes/pki/apiserver-kubelet-client.crt
+  key: /etc/kubernetes/pki/apiserver-kubelet-client.key
+- name: front-proxy-client
+  ca: {cert: /etc/kubernetes/pki/front-proxy-ca.crt, key: /etc/kubernetes/pki/front-proxy-ca.key}
+  cert: /etc/kubernetes/pki/front-proxy-client.crt
+  key: /etc/kubernetes/pki/front-proxy-client.key
+- name: etcd-server
+  ca: {cert: /etc/kubernetes/pki/etcd/ca.crt, key: /etc/kubernetes/pki/etcd/ca.key}
+  cert: /etc/kubernetes/pki/etcd/server.crt
+  key: /etc/kubernetes/pki/etcd/server.key
+kubeconfigs:
+- name: admin.conf
+  path: /etc/kubernetes/admin.conf
+  ca: {cert: /etc/kubernetes/pki/ca.crt, key: /etc/kubernetes/pki/ca.key}
+CFG
+sed 's/^/  /' "$NODE/etc/kube-cert-agent/config.yaml"
+
+step "kube-cert-agent rotate --dry-run   (what is due: expired, or past 80% +- 10% of its lifetime)"
+"$AGENT" --root "$NODE" rotate --dry-run
+
+step "kube-cert-agent rotate   (renews what is due; subject and SANs kept from the old certificate)"
+"$AGENT" --root "$NODE" rotate
+
+step "kube-cert-agent rotate --all   (forces every one: what SIGHUP will do)"
+"$AGENT" --root "$NODE" rotate --all
+
+step "On disk: one rename switches certificate and key together"
+ls -la "$PKI" | grep -E 'apiserver|\.\.' | sed 's/^/  /'
+
+step "Verified by openssl, independently"
+for c in apiserver apiserver-kubelet-client; do openssl verify -CAfile "$PKI/ca.crt" "$PKI/$c.crt"; done
+openssl verify -CAfile "$PKI/front-proxy-ca.crt" "$PKI/front-proxy-client.crt"
+openssl verify -CAfile "$PKI/etcd/ca.crt" "$PKI/etcd/server.crt"
+openssl x509 -noout -subject -ext subjectAltName -in "$PKI/apiserver.crt"
+if command -v kubectl >/dev/null; then
+  echo "kubectl reads the rewritten admin.conf: user $(kubectl config view --kubeconfig "$NODE/etc/kubernetes/admin.conf" -o jsonpath='{.users[0].name}')"
+fi
+
+step "kube-cert-agent check, after"
+rm -f "$PKI/stray.crt"
+set +e
+"$AGENT" --root "$NODE" check
+code=$?
+set -e
+echo
+echo "exit code $code"
+
+step "kube-cert-agent rollback apiserver   (the previous version, by one rename)"
+"$AGENT" --root "$NODE" rollback apiserver
 echo
 echo "The tree stays in $NODE for you to explore; 'make clean' removes it."

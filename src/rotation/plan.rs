@@ -71,7 +71,9 @@ pub fn decide(
     }
 }
 
+/// RFC 3339 to the second, for people and logs.
 pub fn rfc3339(t: OffsetDateTime) -> String {
+    let t = t.replace_nanosecond(0).unwrap_or(t);
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| t.to_string())
 }
