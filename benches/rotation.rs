@@ -2,6 +2,7 @@
 //! 1. One ECDSA P-384 leaf from the local CA, trigger to fsynced symlink (in-process, the
 //!    daemon's path), against the shell pipeline genpkey + req + x509 + mv.
 //! 2. RSA-4096 key generation against `openssl genpkey ... rsa_keygen_bits:4096`.
+//!
 //! Prints medians and ratios; asserts correctness only, never time.
 
 use std::path::Path;
