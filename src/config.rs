@@ -467,6 +467,66 @@ impl Config {
             require_absolute("kubelet.certDir", &k.cert_dir)?;
         }
         require_absolute("revocation.directory", &self.revocation.directory)?;
+        self.check_write_targets()?;
+        Ok(())
+    }
+
+    /// The directories the agent may write into: the pki directories, the directories of
+    /// the kubeconfig patterns, and kubelet's certificate and kubeconfig directories. The
+    /// packaged unit makes exactly these writable (ReadWritePaths=).
+    pub fn managed_directories(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = self.inventory.pki_directories.clone();
+        for g in &self.inventory.kubeconfigs {
+            if let Some(parent) = Path::new(g).parent() {
+                if !parent.to_string_lossy().contains(['*', '?', '[']) {
+                    dirs.push(parent.to_path_buf());
+                }
+            }
+        }
+        if let Some(k) = &self.kubelet {
+            dirs.push(k.cert_dir.clone());
+            if let Some(parent) = k.kubeconfig.parent() {
+                dirs.push(parent.to_path_buf());
+            }
+        }
+        dirs.sort();
+        dirs.dedup();
+        dirs
+    }
+
+    /// Every file the agent would write must lie in a managed directory, so that a typo
+    /// cannot make it write certificates over something else on the node.
+    fn check_write_targets(&self) -> Result<(), String> {
+        let dirs = self.managed_directories();
+        let inside = |p: &Path| {
+            !p.components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+                && dirs.iter().any(|d| p.starts_with(d))
+        };
+        let targets = self
+            .certificates
+            .iter()
+            .flat_map(|c| {
+                [
+                    (format!("certificates[{}].cert", c.name), &c.cert),
+                    (format!("certificates[{}].key", c.name), &c.key),
+                ]
+            })
+            .chain(
+                self.kubeconfigs
+                    .iter()
+                    .map(|k| (format!("kubeconfigs[{}].path", k.name), &k.path)),
+            );
+        for (field, p) in targets {
+            if !inside(p) {
+                let list: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+                return Err(format!(
+                    "{field}: {} is outside the directories the agent manages ({}); add its directory to inventory.pkiDirectories",
+                    p.display(),
+                    list.join(", ")
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -535,7 +595,7 @@ mod tests {
         assert_eq!(c.history, 5);
         assert!(c.kubelet.is_none());
         let c = parse(&format!(
-            "{HEAD}certificates:\n- name: apiserver\n  ca: {{cert: /p/ca.crt, key: /p/ca.key}}\n  cert: /p/a.crt\n  key: /p/a.key\n"
+            "{HEAD}certificates:\n- name: apiserver\n  ca: {{cert: /p/ca.crt, key: /p/ca.key}}\n  cert: /etc/kubernetes/pki/a.crt\n  key: /etc/kubernetes/pki/a.key\n"
         ))
         .unwrap();
         assert_eq!(c.certificates[0].validity.0.as_secs(), 96 * 3600);
@@ -618,6 +678,27 @@ mod tests {
             c.kubelet.unwrap().on_rotate,
             [Action::TryRestart("kubelet.service".into())]
         );
+    }
+
+    #[test]
+    fn write_targets_must_be_in_managed_directories() {
+        let cert = |path: &str| {
+            format!("{HEAD}certificates:\n- name: a\n  ca: {{cert: /etc/kubernetes/pki/ca.crt, key: /etc/kubernetes/pki/ca.key}}\n  cert: {path}\n  key: /etc/kubernetes/pki/a.key\n")
+        };
+        assert!(parse(&cert("/etc/kubernetes/pki/a.crt")).is_ok());
+        assert!(parse(&cert("/etc/kubernetes/pki/etcd/a.crt")).is_ok());
+        let e = parse(&cert("/root/a.crt")).unwrap_err();
+        assert!(
+            e.contains("certificates[a].cert: /root/a.crt is outside the directories"),
+            "{e}"
+        );
+        assert!(e.contains("/etc/kubernetes/pki"), "{e}");
+        let e = parse(&cert("/etc/kubernetes/pki/../../shadow")).unwrap_err();
+        assert!(e.contains("outside"), "{e}");
+        let kc = format!(
+            "{HEAD}kubeconfigs:\n- name: k\n  path: /tmp/admin.conf\n  ca: {{cert: /c, key: /k}}\n"
+        );
+        assert!(parse(&kc).unwrap_err().contains("kubeconfigs[k].path"));
     }
 
     #[test]
