@@ -1,6 +1,7 @@
 //! Pure certificate logic: no files, no clock, no network. Callers pass bytes and `now`.
 
 pub mod cert;
+pub mod csr;
 pub mod issue;
 pub mod key;
 pub mod keygen;
