@@ -41,7 +41,7 @@ pub enum Command {
     Rotate(RotateArgs),
     /// Switch a certificate back to its previous version.
     Rollback {
-        /// A name from the config (`certificates[].name`, `kubelet-client`, `kubelet-server`).
+        /// A name from the config (`certificates[].name`, `kubelet-client`, `kubelet-serving`).
         name: String,
     },
     /// Print the version.
@@ -50,7 +50,8 @@ pub enum Command {
 
 #[derive(Debug, clap::Args)]
 pub struct RotateArgs {
-    /// Names from the config (`certificates[].name`, `kubeconfigs[].name`).
+    /// Names from the config (`certificates[].name`, `kubeconfigs[].name`,
+    /// `kubelet-client`, `kubelet-serving`).
     #[arg(conflicts_with = "all")]
     pub names: Vec<String>,
     /// Every managed certificate, due or not.
@@ -152,7 +153,25 @@ fn rotate(root: &NodeRoot, config: &Config, args: &RotateArgs) -> Result<ExitCod
         dry_run: args.dry_run,
         now: time::OffsetDateTime::now_utc(),
     };
-    let outcomes = crate::rotation::rotate(root, config, &args.names, req);
+    if let Some(k) = &config.kubelet {
+        if !k.serving.enabled && args.names.iter().any(|n| n == "kubelet-serving") {
+            return Err(Fatal::config(anyhow::anyhow!(
+                "kubelet-serving: kubelet.serving.enabled is false in the config"
+            )));
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Fatal::failure)?;
+    let progress = |msg: &str| eprintln!("{msg}");
+    let outcomes = runtime.block_on(crate::rotation::rotate(
+        root,
+        config,
+        &args.names,
+        req,
+        &progress,
+    ));
     for o in &outcomes {
         println!("{}", o.line());
     }

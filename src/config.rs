@@ -118,6 +118,13 @@ pub struct KubeletSpec {
     pub serving: KubeletServingSpec,
     #[serde(default)]
     pub on_rotate: Vec<Action>,
+    /// How long to wait for a CSR to be approved and issued.
+    #[serde(default = "default_csr_timeout")]
+    pub csr_timeout: HumanDuration,
+}
+
+fn default_csr_timeout() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(15 * 60))
 }
 
 fn default_bootstrap_kubeconfig() -> PathBuf {

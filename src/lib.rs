@@ -10,6 +10,7 @@ pub mod config;
 pub mod exit;
 pub mod inventory;
 pub mod kube;
+pub mod kubelet;
 pub mod paths;
 pub mod pki;
 pub mod remote;

@@ -112,6 +112,23 @@ pub fn current_user_name(kc: &Kubeconfig) -> Result<String, String> {
     }
 }
 
+/// The cluster of the current context, or the only cluster.
+pub fn current_cluster_name(kc: &Kubeconfig) -> Result<String, String> {
+    if let Some(ctx) = kc.current_context.as_deref().filter(|c| !c.is_empty()) {
+        return kc
+            .contexts
+            .iter()
+            .find(|c| c.name == ctx)
+            .and_then(|c| c.context.cluster.clone())
+            .ok_or_else(|| format!("current-context {ctx:?} names no cluster"));
+    }
+    match kc.clusters.as_slice() {
+        [only] => Ok(only.name.clone()),
+        [] => Err("kubeconfig has no clusters".into()),
+        _ => Err("kubeconfig has several clusters and no current-context".into()),
+    }
+}
+
 /// Decode a `*-data` field (base64 of PEM). Whitespace is tolerated, as client-go does.
 pub fn decode_data(field: &str, value: &str) -> Result<Vec<u8>, String> {
     use base64::Engine;

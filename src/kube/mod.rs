@@ -1,3 +1,5 @@
 //! The Kubernetes side: kubeconfig files (and, later, the API server client).
 
+pub mod client;
 pub mod kubeconfig;
+pub mod retry;

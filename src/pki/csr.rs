@@ -59,25 +59,42 @@ pub fn node_user(node_name: &str) -> String {
 }
 
 /// A PEM CSR for `node_name`, signed by `key`; serving CSRs carry `dns` and `ips` as SANs.
-pub fn build(kind: KubeletCert, node_name: &str, dns: &[String], ips: &[IpAddr], key: &KeyPair) -> Result<String, String> {
+pub fn build(
+    kind: KubeletCert,
+    node_name: &str,
+    dns: &[String],
+    ips: &[IpAddr],
+    key: &KeyPair,
+) -> Result<String, String> {
     if node_name.is_empty() {
         return Err("the node name is empty".into());
     }
     let mut params = CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
-    params.distinguished_name.push(DnType::OrganizationName, "system:nodes");
-    params.distinguished_name.push(DnType::CommonName, node_user(node_name));
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "system:nodes");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, node_user(node_name));
     if kind == KubeletCert::Serving {
         if dns.is_empty() && ips.is_empty() {
             return Err("a serving certificate needs at least one host name or IP address".into());
         }
         for d in dns {
-            let name = d.as_str().try_into().map_err(|e| format!("DNS name {d:?}: {e}"))?;
+            let name = d
+                .as_str()
+                .try_into()
+                .map_err(|e| format!("DNS name {d:?}: {e}"))?;
             params.subject_alt_names.push(SanType::DnsName(name));
         }
-        params.subject_alt_names.extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
+        params
+            .subject_alt_names
+            .extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
     }
-    let csr = params.serialize_request(key).map_err(|e| format!("cannot build the CSR: {e}"))?;
+    let csr = params
+        .serialize_request(key)
+        .map_err(|e| format!("cannot build the CSR: {e}"))?;
     csr.pem().map_err(|e| format!("cannot encode the CSR: {e}"))
 }
 
@@ -92,13 +109,32 @@ mod tests {
         let key = generate(KeyType::EcdsaP256).unwrap();
         let pem = build(KubeletCert::Client, "node-1", &[], &[], &key).unwrap();
         let der = ::pem::parse(&pem).unwrap().into_contents();
-        let (_, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(&der).unwrap();
-        assert_eq!(csr.certification_request_info.subject.to_string(), "O=system:nodes, CN=system:node:node-1");
+        let (_, csr) =
+            x509_parser::certification_request::X509CertificationRequest::from_der(&der).unwrap();
+        assert_eq!(
+            csr.certification_request_info.subject.to_string(),
+            "O=system:nodes, CN=system:node:node-1"
+        );
         csr.verify_signature().unwrap();
-        let pem = build(KubeletCert::Serving, "node-1", &["node-1".into()], &["10.0.0.5".parse().unwrap()], &key).unwrap();
+        let pem = build(
+            KubeletCert::Serving,
+            "node-1",
+            &["node-1".into()],
+            &["10.0.0.5".parse().unwrap()],
+            &key,
+        )
+        .unwrap();
         assert!(pem.starts_with("-----BEGIN CERTIFICATE REQUEST-----"));
-        assert!(build(KubeletCert::Serving, "node-1", &[], &[], &key).unwrap_err().contains("at least one"));
-        assert_eq!(KubeletCert::Client.usages(false), ["digital signature", "client auth"]);
-        assert_eq!(KubeletCert::Serving.usages(true), ["digital signature", "key encipherment", "server auth"]);
+        assert!(build(KubeletCert::Serving, "node-1", &[], &[], &key)
+            .unwrap_err()
+            .contains("at least one"));
+        assert_eq!(
+            KubeletCert::Client.usages(false),
+            ["digital signature", "client auth"]
+        );
+        assert_eq!(
+            KubeletCert::Serving.usages(true),
+            ["digital signature", "key encipherment", "server auth"]
+        );
     }
 }

@@ -11,7 +11,9 @@ use time::{Duration, OffsetDateTime};
 
 use crate::config::{CaRef, CertificateSpec, Config, KubeconfigSpec, SubjectSpec};
 use crate::kube::kubeconfig::{self, Kubeconfig};
+use crate::kubelet::{Node, Progress};
 use crate::paths::{self, NodeRoot};
+use crate::pki::csr::KubeletCert;
 use crate::pki::issue::{self, Ca, LeafSpec, Usage};
 use crate::pki::policy::RenewalPolicy;
 use crate::pki::{key, keygen, parse_material, CertInfo};
@@ -33,6 +35,8 @@ pub struct Outcome {
     pub after: Option<(String, OffsetDateTime)>,
     /// Things an operator should know that did not stop the rotation.
     pub warnings: Vec<String>,
+    /// How it was done (the CSR, the credentials used).
+    pub detail: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -70,6 +74,9 @@ impl Outcome {
             Action::Failed(e) => format!("FAILED: {e}"),
         };
         let mut line = format!("{}: {what}", self.name);
+        if let Some(d) = &self.detail {
+            line.push_str(&format!(" ({d})"));
+        }
         for w in &self.warnings {
             line.push_str(&format!("\n  warning: {w}"));
         }
@@ -85,29 +92,139 @@ pub struct Request {
     pub now: OffsetDateTime,
 }
 
-/// The names a config declares (certificates, then kubeconfigs).
+/// The names a config declares: certificates, kubeconfigs, then the kubelet's.
 pub fn managed_names(config: &Config) -> Vec<String> {
-    config
+    let mut names: Vec<String> = config
         .certificates
         .iter()
         .map(|c| c.name.clone())
         .chain(config.kubeconfigs.iter().map(|k| k.name.clone()))
-        .collect()
+        .collect();
+    names.extend(
+        kubelet_kinds(config)
+            .into_iter()
+            .map(|k| k.name().to_string()),
+    );
+    names
 }
 
-/// Rotate `names` (forced), or with `names` empty every declared certificate that is due.
-pub fn rotate(root: &NodeRoot, config: &Config, names: &[String], req: Request) -> Vec<Outcome> {
+/// The kubelet certificates the config manages.
+pub fn kubelet_kinds(config: &Config) -> Vec<KubeletCert> {
+    match &config.kubelet {
+        None => vec![],
+        Some(k) if k.serving.enabled => vec![KubeletCert::Client, KubeletCert::Serving],
+        Some(_) => vec![KubeletCert::Client],
+    }
+}
+
+/// Rotate `names` (forced), or with `names` empty every managed certificate that is due.
+/// Kubelet certificates go through the API server; the client certificate first, since a
+/// serving CSR may need it.
+pub async fn rotate(
+    root: &NodeRoot,
+    config: &Config,
+    names: &[String],
+    req: Request,
+    progress: Progress<'_>,
+) -> Vec<Outcome> {
     let store = Store::new(root.clone(), config.history);
     let policy = RenewalPolicy::from_config(&config.renewal);
     let wanted = |n: &str| names.is_empty() || names.iter().any(|x| x == n);
     let mut out = Vec::new();
-    for c in config.certificates.iter().filter(|c| wanted(&c.name)) {
-        out.push(rotate_certificate(root, &store, &policy, c, req));
+    for c in config
+        .certificates
+        .iter()
+        .filter(|c| wanted(&c.name))
+        .cloned()
+    {
+        let (root, store) = (root.clone(), store.clone());
+        // Key generation (RSA-4096: most of a second) must not stall the daemon's loop.
+        let o = tokio::task::spawn_blocking(move || {
+            rotate_certificate(&root, &store, &policy, &c, req)
+        })
+        .await;
+        out.push(o.unwrap_or_else(|e| panic!("rotation task panicked: {e}")));
     }
-    for k in config.kubeconfigs.iter().filter(|k| wanted(&k.name)) {
-        out.push(rotate_kubeconfig(root, &store, &policy, k, req));
+    for k in config
+        .kubeconfigs
+        .iter()
+        .filter(|k| wanted(&k.name))
+        .cloned()
+    {
+        let (root, store) = (root.clone(), store.clone());
+        let o =
+            tokio::task::spawn_blocking(move || rotate_kubeconfig(&root, &store, &policy, &k, req))
+                .await;
+        out.push(o.unwrap_or_else(|e| panic!("rotation task panicked: {e}")));
+    }
+    if let Some(spec) = &config.kubelet {
+        let node = Node {
+            root,
+            spec,
+            node_name: crate::kubelet::node_name(&config.node_name),
+            store: &store,
+        };
+        for kind in kubelet_kinds(config)
+            .into_iter()
+            .filter(|k| wanted(k.name()))
+        {
+            out.push(rotate_kubelet(&node, &policy, kind, req, progress).await);
+        }
     }
     out
+}
+
+/// A kubelet certificate: bootstrap or renew through a CSR.
+pub async fn rotate_kubelet(
+    node: &Node<'_>,
+    policy: &RenewalPolicy,
+    kind: KubeletCert,
+    req: Request,
+    progress: Progress<'_>,
+) -> Outcome {
+    let current = match node.current(kind) {
+        Ok(Some(c)) => Current::Present(Box::new(c)),
+        Ok(None) => Current::Missing,
+        Err(e) => Current::Broken(e),
+    };
+    let path = node.current_pem(kind);
+    let mut out = outcome(kind.name(), &path, &current, Action::Failed(String::new()));
+    let reason = match decide(&current, req.forced, policy, req.now) {
+        Decision::Rotate(r) => r,
+        Decision::Keep(next) => {
+            return Outcome {
+                action: Action::Kept { next },
+                ..out
+            }
+        }
+        Decision::ClockBehind(nb) => {
+            return Outcome {
+                action: Action::ClockBehind { not_before: nb },
+                ..out
+            }
+        }
+    };
+    if req.dry_run {
+        return Outcome {
+            action: Action::WouldRotate(reason),
+            ..out
+        };
+    }
+    match crate::kubelet::obtain(node, kind, progress).await {
+        Ok(o) => {
+            out.action = Action::Rotated(reason);
+            out.after = Some((o.cert.serial.clone(), o.cert.not_after));
+            out.detail = Some(format!(
+                "CSR {}, authenticated with the {}, {} API requests",
+                o.csr_name, o.authenticated_with, o.requests
+            ));
+            out
+        }
+        Err(e) => {
+            out.action = Action::Failed(e.to_string());
+            out
+        }
+    }
 }
 
 fn read(root: &NodeRoot, p: &Path) -> Result<Vec<u8>, String> {
@@ -234,6 +351,7 @@ fn outcome(name: &str, path: &Path, current: &Current, action: Action) -> Outcom
         },
         after: None,
         warnings: vec![],
+        detail: None,
     }
 }
 

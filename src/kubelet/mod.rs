@@ -1,0 +1,618 @@
+//! Kubelet TLS bootstrapping and renewal: key -> CSR -> wait until Approved and Issued ->
+//! check -> install `kubelet-{client,server}-current.pem` -> write `kubelet.conf`.
+//!
+//! Credentials: the current client certificate (mTLS) while it is valid; the bootstrap
+//! token otherwise, and again when the API server rejects the certificate (the seeds'
+//! `-fixKubeletCredentials`). The bootstrap kubeconfig is re-read on every attempt.
+
+pub mod verify;
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use k8s_openapi::api::certificates::v1::{
+    CertificateSigningRequest, CertificateSigningRequestSpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::ByteString;
+use time::OffsetDateTime;
+
+use crate::config::KubeletSpec;
+use crate::kube::client::{ApiClient, ApiError, Credentials, CsrEvent, Endpoint};
+use crate::kube::kubeconfig::{self, Kubeconfig};
+use crate::kube::retry;
+use crate::paths::{self, NodeRoot};
+use crate::pki::csr::{self, KubeletCert};
+use crate::pki::{keygen, parse_material, CertInfo};
+use crate::store::Store;
+
+/// What the operator should see while the agent waits.
+pub type Progress<'a> = &'a (dyn Fn(&str) + Sync);
+
+#[derive(Debug, thiserror::Error)]
+pub enum KubeletError {
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error("CSR {name} was denied: {reason}: {message}")]
+    Denied {
+        name: String,
+        reason: String,
+        message: String,
+    },
+    #[error("CSR {name} failed: {reason}: {message}")]
+    Failed {
+        name: String,
+        reason: String,
+        message: String,
+    },
+    #[error("CSR {name} was deleted before it was issued")]
+    Deleted { name: String },
+    #[error("CSR {name} was not issued within {timeout:?}{hint}")]
+    Timeout {
+        name: String,
+        timeout: Duration,
+        hint: String,
+    },
+    #[error("CSR {name}: {reason}; nothing was installed")]
+    Rejected { name: String, reason: String },
+    #[error("{0}")]
+    Install(String),
+}
+
+/// The result of one successful bootstrap or renewal.
+#[derive(Debug)]
+pub struct Obtained {
+    pub csr_name: String,
+    pub cert: CertInfo,
+    /// Requests sent to the API server for this certificate.
+    pub requests: u64,
+    /// `bootstrap token` or `client certificate`.
+    pub authenticated_with: &'static str,
+    /// The current PEM's node path.
+    pub path: PathBuf,
+}
+
+/// Everything the flow needs from the node.
+pub struct Node<'a> {
+    pub root: &'a NodeRoot,
+    pub spec: &'a KubeletSpec,
+    pub node_name: String,
+    pub store: &'a Store,
+}
+
+impl Node<'_> {
+    pub fn current_pem(&self, kind: KubeletCert) -> PathBuf {
+        self.spec
+            .cert_dir
+            .join(format!("{}-current.pem", kind.base_name()))
+    }
+
+    /// The current certificate of `kind`, if readable and matching its key.
+    pub fn current(&self, kind: KubeletCert) -> Result<Option<CertInfo>, String> {
+        let path = self.current_pem(kind);
+        let bytes = match self.root.read(&path) {
+            Err(paths::ReadError::NotFound) | Err(paths::ReadError::Dangling { .. }) => {
+                return Ok(None)
+            }
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+            Ok(b) => b,
+        };
+        let m = parse_material(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        let der = m
+            .certificates
+            .first()
+            .ok_or_else(|| format!("{}: no certificate", path.display()))?;
+        let info = CertInfo::parse(der).map_err(|e| format!("{}: {e}", path.display()))?;
+        let key = m
+            .private_keys
+            .first()
+            .ok_or_else(|| format!("{}: no private key", path.display()))?;
+        let public = crate::pki::key::public_key_of(key)?;
+        if public != info.public_key {
+            return Err(format!(
+                "{}: the key does not match the certificate",
+                path.display()
+            ));
+        }
+        Ok(Some(info))
+    }
+
+    fn read_kubeconfig(&self, path: &Path) -> Result<Kubeconfig, String> {
+        let bytes = self
+            .root
+            .read(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Kubeconfig::parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Server and CA of a kubeconfig's current cluster, with file references under the root.
+    fn endpoint(&self, path: &Path, kc: &Kubeconfig) -> Result<Endpoint, String> {
+        let cluster_name =
+            kubeconfig::current_cluster_name(kc).map_err(|e| format!("{}: {e}", path.display()))?;
+        let cluster = kc
+            .clusters
+            .iter()
+            .find(|c| c.name == cluster_name)
+            .ok_or_else(|| format!("{}: cluster {cluster_name:?} not found", path.display()))?;
+        let server =
+            cluster.cluster.server.clone().ok_or_else(|| {
+                format!("{}: cluster {cluster_name:?} has no server", path.display())
+            })?;
+        let (ca_pem, ca_source) = match (&cluster.cluster.certificate_authority_data, &cluster.cluster.certificate_authority) {
+            (Some(d), _) => (kubeconfig::decode_data("certificate-authority-data", d).map_err(|e| format!("{}: {e}", path.display()))?, path.display().to_string()),
+            (None, Some(f)) => {
+                let p = paths::resolve_reference(path, f);
+                (self.root.read(&p).map_err(|e| format!("{}: {e}", p.display()))?, p.display().to_string())
+            }
+            (None, None) => {
+                return Err(format!(
+                    "{}: cluster {cluster_name:?} has no certificate-authority(-data): the agent never talks to an unverified API server",
+                    path.display()
+                ))
+            }
+        };
+        Ok(Endpoint {
+            server,
+            ca_pem,
+            ca_source,
+        })
+    }
+
+    /// The bootstrap token and endpoint, re-read now.
+    fn bootstrap(&self) -> Result<(Endpoint, Credentials), String> {
+        let path = &self.spec.bootstrap_kubeconfig;
+        let kc = self.read_kubeconfig(path)?;
+        let endpoint = self.endpoint(path, &kc)?;
+        let user =
+            kubeconfig::current_user_name(&kc).map_err(|e| format!("{}: {e}", path.display()))?;
+        let auth = &kc
+            .users
+            .iter()
+            .find(|u| u.name == user)
+            .ok_or_else(|| format!("{}: user {user:?} not found", path.display()))?
+            .user;
+        let token = match (&auth.token, &auth.token_file) {
+            (Some(t), _) => t.trim().to_string(),
+            (None, Some(f)) => {
+                let p = paths::resolve_reference(path, f);
+                String::from_utf8_lossy(
+                    &self
+                        .root
+                        .read(&p)
+                        .map_err(|e| format!("{}: {e}", p.display()))?,
+                )
+                .trim()
+                .to_string()
+            }
+            (None, None) => return Err(format!("{}: user {user:?} has no token", path.display())),
+        };
+        if !is_bootstrap_token(&token) {
+            return Err(format!(
+                "{}: the token is not a bootstrap token (<6 chars>.<16 chars>)",
+                path.display()
+            ));
+        }
+        Ok((endpoint, Credentials::Token(token)))
+    }
+
+    /// The node's client certificate, with the endpoint of kubelet.conf (or, before the
+    /// first one was written, of the bootstrap kubeconfig).
+    fn mtls(&self) -> Result<Option<(Endpoint, Credentials)>, String> {
+        let Some(_) = self.current(KubeletCert::Client).ok().flatten() else {
+            return Ok(None);
+        };
+        let pem = self
+            .root
+            .read(&self.current_pem(KubeletCert::Client))
+            .map_err(|e| e.to_string())?;
+        let endpoint = match self.read_kubeconfig(&self.spec.kubeconfig) {
+            Ok(kc) => self.endpoint(&self.spec.kubeconfig, &kc)?,
+            Err(_) => self
+                .read_kubeconfig(&self.spec.bootstrap_kubeconfig)
+                .and_then(|kc| self.endpoint(&self.spec.bootstrap_kubeconfig, &kc))?,
+        };
+        Ok(Some((
+            endpoint,
+            Credentials::ClientCertificate {
+                cert_pem: pem.clone(),
+                key_pem: pem,
+            },
+        )))
+    }
+
+    /// Host names and IP addresses for the serving certificate's SANs.
+    pub fn serving_addresses(&self) -> (Vec<String>, Vec<IpAddr>) {
+        let (mut dns, mut ips) = (Vec::new(), Vec::new());
+        let configured = &self.spec.serving.addresses;
+        if configured.is_empty() {
+            dns.push(self.node_name.clone());
+            if let Ok(ifs) = if_addrs::get_if_addrs() {
+                ips.extend(ifs.into_iter().filter(|i| !i.is_loopback()).map(|i| i.ip()));
+            }
+        } else {
+            for a in configured {
+                match a.parse::<IpAddr>() {
+                    Ok(ip) => ips.push(ip),
+                    Err(_) => dns.push(a.clone()),
+                }
+            }
+        }
+        dns.sort();
+        dns.dedup();
+        ips.sort();
+        ips.dedup();
+        (dns, ips)
+    }
+}
+
+/// `abcdef.0123456789abcdef`
+pub fn is_bootstrap_token(t: &str) -> bool {
+    let ok = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    };
+    matches!(t.split_once('.'), Some((id, secret)) if ok(id, 6) && ok(secret, 16))
+}
+
+/// The node name: the config's, else the host name in lower case (as kubelet does).
+pub fn node_name(configured: &str) -> String {
+    if !configured.is_empty() {
+        return configured.to_string();
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_lowercase())
+        .unwrap_or_default()
+}
+
+/// Bootstrap or renew the kubelet certificate `kind`, and install it.
+pub async fn obtain(
+    node: &Node<'_>,
+    kind: KubeletCert,
+    progress: Progress<'_>,
+) -> Result<Obtained, KubeletError> {
+    let timeout = node.spec.csr_timeout.0;
+    // mTLS first; the token when there is no valid certificate or it is refused.
+    let mtls = node.mtls().map_err(KubeletError::Config)?;
+    let mut first_error = None;
+    if let Some((endpoint, creds)) = mtls {
+        match attempt(node, kind, &endpoint, &creds, timeout, progress).await {
+            Ok(mut o) => {
+                o.authenticated_with = "client certificate";
+                return Ok(o);
+            }
+            Err(KubeletError::Api(
+                e @ (ApiError::Unauthorized { .. }
+                | ApiError::Forbidden { .. }
+                | ApiError::Tls { .. }),
+            )) => {
+                progress(&format!("the API server refused the node's client certificate ({e}); logging in again with the bootstrap token"));
+                first_error = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let (endpoint, creds) = node.bootstrap().map_err(|e| match &first_error {
+        Some(fe) => KubeletError::Config(format!(
+            "{fe}; and the bootstrap kubeconfig cannot be used: {e}"
+        )),
+        None => KubeletError::Config(e),
+    })?;
+    let result = attempt(node, kind, &endpoint, &creds, timeout, progress).await;
+    match result {
+        Err(KubeletError::Api(ApiError::Unauthorized { server, .. })) => Err(KubeletError::Config(format!(
+            "{server}: 401 Unauthorized: the bootstrap token in {} was rejected (expired or deleted?): \
+             create a new one (kubeadm token create) and put it in that file",
+            node.spec.bootstrap_kubeconfig.display()
+        ))),
+        other => other,
+    }
+}
+
+async fn attempt(
+    node: &Node<'_>,
+    kind: KubeletCert,
+    endpoint: &Endpoint,
+    creds: &Credentials,
+    timeout: Duration,
+    progress: Progress<'_>,
+) -> Result<Obtained, KubeletError> {
+    let key_type = match kind {
+        KubeletCert::Client => node.spec.client.key_type,
+        KubeletCert::Serving => node.spec.serving.key_type,
+    };
+    let key = tokio::task::spawn_blocking(move || keygen::generate(key_type))
+        .await
+        .map_err(|e| KubeletError::Install(e.to_string()))?
+        .map_err(KubeletError::Install)?;
+    let (dns, ips) = match kind {
+        KubeletCert::Client => (vec![], vec![]),
+        KubeletCert::Serving => node.serving_addresses(),
+    };
+    let request =
+        csr::build(kind, &node.node_name, &dns, &ips, &key).map_err(KubeletError::Install)?;
+    let client = ApiClient::new(endpoint, creds)?;
+    let object = CertificateSigningRequest {
+        metadata: ObjectMeta {
+            generate_name: Some("csr-".into()),
+            ..Default::default()
+        },
+        spec: CertificateSigningRequestSpec {
+            request: ByteString(request.into_bytes()),
+            signer_name: kind.signer().to_string(),
+            usages: Some(
+                kind.usages(key_type.is_rsa())
+                    .into_iter()
+                    .map(String::from)
+                    .collect(),
+            ),
+            ..Default::default()
+        },
+        status: None,
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    let created = with_retries(deadline, || client.create_csr(&object)).await?;
+    let name = created.metadata.name.clone().unwrap_or_default();
+    progress(&format!(
+        "CSR {name} created (signer {}), waiting for it to be approved and issued",
+        kind.signer()
+    ));
+    let issued = wait_issued(&client, created, deadline, kind, timeout, progress).await?;
+    let cas: Vec<CertInfo> = parse_material(&endpoint.ca_pem)
+        .map(|m| {
+            m.certificates
+                .iter()
+                .filter_map(|d| CertInfo::parse(d).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let public = rcgen::PublicKeyData::der_bytes(&key).to_vec();
+    let req = verify::Requested {
+        kind,
+        node_name: &node.node_name,
+        public_key: &public,
+        dns_names: &dns,
+        ip_addresses: &ips,
+    };
+    let cert =
+        verify::check_issued(&issued, &req, &cas, OffsetDateTime::now_utc()).map_err(|reason| {
+            KubeletError::Rejected {
+                name: name.clone(),
+                reason,
+            }
+        })?;
+    let now = OffsetDateTime::now_utc();
+    node.store
+        .install_kubelet(
+            &node.spec.cert_dir,
+            kind.base_name(),
+            &issued,
+            key.serialize_pem().as_bytes(),
+            now,
+        )
+        .map_err(|e| KubeletError::Install(e.to_string()))?;
+    if kind == KubeletCert::Client {
+        write_kubelet_conf(node, endpoint).map_err(KubeletError::Install)?;
+    }
+    Ok(Obtained {
+        csr_name: name,
+        cert,
+        requests: client.requests_sent(),
+        authenticated_with: "bootstrap token",
+        path: node.current_pem(kind),
+    })
+}
+
+/// Run `call` until it succeeds, fails for good, or the deadline passes; 5xx, 429 and
+/// connection errors are retried with capped exponential backoff (Retry-After honoured).
+async fn with_retries<T, F, Fut>(deadline: tokio::time::Instant, mut call: F) -> Result<T, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ApiError>>,
+{
+    let mut attempt = 0;
+    loop {
+        match call().await {
+            Err(e) if e.is_transient() => {
+                let wait = retry::backoff(attempt, retry::random_unit(), e.retry_after());
+                if tokio::time::Instant::now() + wait >= deadline {
+                    return Err(e);
+                }
+                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "API request failed; retrying");
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The outcome a CSR object shows, if it has one.
+enum Seen {
+    Issued(Vec<u8>),
+    Denied(String, String),
+    Failed(String, String),
+    Pending { approved: bool },
+}
+
+fn seen(csr: &CertificateSigningRequest) -> Seen {
+    let status = csr.status.as_ref();
+    let conditions = status
+        .and_then(|s| s.conditions.as_ref())
+        .map(|c| c.as_slice())
+        .unwrap_or_default();
+    let cond = |t: &str| {
+        conditions
+            .iter()
+            .find(|c| c.type_ == t && c.status == "True")
+    };
+    if let Some(c) = cond("Denied") {
+        return Seen::Denied(
+            c.reason.clone().unwrap_or_default(),
+            c.message.clone().unwrap_or_default(),
+        );
+    }
+    if let Some(c) = cond("Failed") {
+        return Seen::Failed(
+            c.reason.clone().unwrap_or_default(),
+            c.message.clone().unwrap_or_default(),
+        );
+    }
+    let approved = cond("Approved").is_some();
+    match status.and_then(|s| s.certificate.as_ref()) {
+        Some(c) if approved && !c.0.is_empty() => Seen::Issued(c.0.clone()),
+        _ => Seen::Pending { approved },
+    }
+}
+
+async fn wait_issued(
+    client: &ApiClient,
+    created: CertificateSigningRequest,
+    deadline: tokio::time::Instant,
+    kind: KubeletCert,
+    timeout: Duration,
+    progress: Progress<'_>,
+) -> Result<Vec<u8>, KubeletError> {
+    let name = created.metadata.name.clone().unwrap_or_default();
+    let mut latest = created;
+    let mut said_pending = false;
+    let mut reconnects = 0u32;
+    loop {
+        match seen(&latest) {
+            Seen::Issued(c) => return Ok(c),
+            Seen::Denied(reason, message) => {
+                return Err(KubeletError::Denied {
+                    name,
+                    reason,
+                    message,
+                })
+            }
+            Seen::Failed(reason, message) => {
+                return Err(KubeletError::Failed {
+                    name,
+                    reason,
+                    message,
+                })
+            }
+            Seen::Pending { approved } => {
+                if !said_pending && !approved && kind == KubeletCert::Serving {
+                    progress(&format!(
+                        "CSR {name} pending approval: kubelet-serving CSRs are not approved automatically; approve it with kubectl certificate approve {name}"
+                    ));
+                    said_pending = true;
+                }
+            }
+        }
+        let rv = latest.metadata.resource_version.clone().unwrap_or_default();
+        let mut next: Option<CertificateSigningRequest> = None;
+        let mut gone = false;
+        let mut deleted = false;
+        let mut stream_error: Option<ApiError> = None;
+        let watch = client.watch_csr(&name, &rv, |ev| match ev {
+            CsrEvent::Changed(o) => {
+                let done = !matches!(seen(&o), Seen::Pending { .. });
+                next = Some(*o);
+                !done
+            }
+            CsrEvent::Deleted => {
+                deleted = true;
+                false
+            }
+            CsrEvent::Error(e) if e.is_gone() => {
+                gone = true;
+                false
+            }
+            CsrEvent::Error(e) => {
+                stream_error = Some(e);
+                false
+            }
+        });
+        let result = match tokio::time::timeout_at(deadline, watch).await {
+            Err(_) => {
+                let hint = if kind == KubeletCert::Serving {
+                    format!(" (approve it with kubectl certificate approve {name})")
+                } else {
+                    String::new()
+                };
+                return Err(KubeletError::Timeout {
+                    name,
+                    timeout,
+                    hint,
+                });
+            }
+            Ok(r) => r,
+        };
+        if deleted {
+            return Err(KubeletError::Deleted { name });
+        }
+        match result.err().or(stream_error) {
+            Some(e) if e.is_gone() => gone = true,
+            Some(e) if e.is_transient() => {
+                let wait = retry::backoff(reconnects, retry::random_unit(), e.retry_after());
+                reconnects += 1;
+                tokio::time::sleep_until((tokio::time::Instant::now() + wait).min(deadline)).await;
+            }
+            Some(e) => return Err(e.into()),
+            None => {}
+        }
+        if gone {
+            // Our resourceVersion is too old: get the object now and watch from there.
+            latest = with_retries(deadline, || client.get_csr(&name)).await?;
+            continue;
+        }
+        match next {
+            Some(o) => {
+                reconnects = 0;
+                latest = o;
+            }
+            None => {
+                // The stream ended without news (a dropped watch): reconnect, backing off
+                // so that a server that closes at once is not hammered.
+                let wait = retry::backoff(reconnects, retry::random_unit(), None);
+                reconnects += 1;
+                tokio::time::sleep_until((tokio::time::Instant::now() + wait).min(deadline)).await;
+            }
+        }
+    }
+}
+
+/// `kubelet.conf` as kubelet writes it: the cluster, and the current client PEM as both
+/// certificate and key (node paths, so the tree is right when --root becomes /).
+fn write_kubelet_conf(node: &Node<'_>, endpoint: &Endpoint) -> Result<(), String> {
+    use base64::Engine;
+    let pem = node.current_pem(KubeletCert::Client);
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    certificate-authority-data: {ca}\n    server: {server}\n  name: default-cluster\n\
+         contexts:\n- context:\n    cluster: default-cluster\n    namespace: default\n    user: default-auth\n  name: default-context\n\
+         current-context: default-context\npreferences: {{}}\nusers:\n- name: default-auth\n  user:\n    client-certificate: {pem}\n    client-key: {pem}\n",
+        ca = base64::engine::general_purpose::STANDARD.encode(&endpoint.ca_pem),
+        server = endpoint.server,
+        pem = pem.display(),
+    );
+    if node.root.read(&node.spec.kubeconfig).ok().as_deref() == Some(text.as_bytes()) {
+        return Ok(());
+    }
+    node.store
+        .write_file(
+            &node.spec.kubeconfig,
+            text.as_bytes(),
+            crate::store::FileSpec::KEY,
+        )
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bootstrap_token_shape() {
+        assert!(is_bootstrap_token("abcdef.0123456789abcdef"));
+        assert!(!is_bootstrap_token("abcdef.0123456789abcde"));
+        assert!(!is_bootstrap_token("ABCDEF.0123456789abcdef"));
+        assert!(!is_bootstrap_token("just-a-token"));
+    }
+}
