@@ -82,7 +82,8 @@ impl Response {
 
     pub fn json(self) -> Value {
         let b = self.body();
-        serde_json::from_slice(&b).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&b)))
+        serde_json::from_slice(&b)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&b)))
     }
 
     /// Watch events until the stream ends or `n` have arrived (read timeout: the client's).
@@ -135,7 +136,10 @@ impl Client {
             Auth::None => (b.with_no_client_auth(), None),
             Auth::Token(t) => (b.with_no_client_auth(), Some(format!("Bearer {t}"))),
             Auth::Cert { cert_pem, key_pem } => {
-                let chain = der_blocks(&cert_pem).into_iter().map(CertificateDer::from).collect();
+                let chain = der_blocks(&cert_pem)
+                    .into_iter()
+                    .map(CertificateDer::from)
+                    .collect();
                 let key = PrivateKeyDer::try_from(der_blocks(&key_pem).remove(0)).unwrap();
                 (b.with_client_auth_cert(chain, key).unwrap(), None)
             }
@@ -149,10 +153,21 @@ impl Client {
     }
 
     pub fn request(&self, method: &str, path: &str, body: Option<&Value>) -> Response {
-        self.request_raw(method, path, body.map(|b| serde_json::to_vec(b).unwrap()), "application/json")
+        self.request_raw(
+            method,
+            path,
+            body.map(|b| serde_json::to_vec(b).unwrap()),
+            "application/json",
+        )
     }
 
-    pub fn request_raw(&self, method: &str, path: &str, body: Option<Vec<u8>>, accept: &str) -> Response {
+    pub fn request_raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+        accept: &str,
+    ) -> Response {
         let tcp = TcpStream::connect(self.addr).unwrap();
         tcp.set_read_timeout(Some(self.timeout)).unwrap();
         let conn = rustls::ClientConnection::new(
@@ -167,7 +182,10 @@ impl Client {
         }
         let body = body.unwrap_or_default();
         if !body.is_empty() || method == "POST" || method == "PUT" {
-            req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+            req.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                body.len()
+            ));
         }
         req.push_str("\r\n");
         tls.write_all(req.as_bytes()).unwrap();
@@ -176,7 +194,12 @@ impl Client {
         let mut reader = BufReader::new(tls);
         let mut line = String::new();
         reader.read_line(&mut line).unwrap();
-        let status: u16 = line.split_whitespace().nth(1).unwrap_or_else(|| panic!("bad status line {line:?}")).parse().unwrap();
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_else(|| panic!("bad status line {line:?}"))
+            .parse()
+            .unwrap();
         let mut headers = vec![];
         loop {
             let mut h = String::new();
@@ -188,8 +211,17 @@ impl Client {
             let (k, v) = h.split_once(':').unwrap();
             headers.push((k.trim().to_string(), v.trim().to_string()));
         }
-        let chunked = headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-        Response { status, headers, reader, chunked, chunk_left: 0, done: false }
+        let chunked = headers
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+        Response {
+            status,
+            headers,
+            reader,
+            chunked,
+            chunk_left: 0,
+            done: false,
+        }
     }
 
     pub fn get(&self, path: &str) -> (u16, Value) {
@@ -216,15 +248,24 @@ pub const CSRS: &str = "/apis/certificates.k8s.io/v1/certificatesigningrequests"
 /// A PEM CSR for a fresh ECDSA P-256 key: (csr_pem, key_pem).
 pub fn make_csr(cn: &str, org: &str, sans: &[&str]) -> (String, String) {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut p = rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+    let mut p =
+        rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .unwrap();
     p.distinguished_name = rcgen::DistinguishedName::new();
-    p.distinguished_name.push(rcgen::DnType::OrganizationName, org);
+    p.distinguished_name
+        .push(rcgen::DnType::OrganizationName, org);
     p.distinguished_name.push(rcgen::DnType::CommonName, cn);
     let csr = p.serialize_request(&key).unwrap();
     (csr.pem().unwrap(), key.serialize_pem())
 }
 
-pub fn csr_object(name_or_generate: &str, csr_pem: &str, signer: &str, usages: &[&str], expiration: Option<i64>) -> Value {
+pub fn csr_object(
+    name_or_generate: &str,
+    csr_pem: &str,
+    signer: &str,
+    usages: &[&str],
+    expiration: Option<i64>,
+) -> Value {
     let mut meta = json!({});
     if let Some(prefix) = name_or_generate.strip_suffix('*') {
         meta["generateName"] = json!(prefix);
@@ -257,15 +298,38 @@ pub fn issued_cert(o: &kube_standin_apiserver::CertificateSigningRequest) -> Opt
         .map(|c| String::from_utf8(c.0.clone()).unwrap())
 }
 
-pub fn cond(o: &kube_standin_apiserver::CertificateSigningRequest, t: &str) -> Option<(String, String)> {
-    o.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == t).map(|c| (c.reason.clone().unwrap_or_default(), c.message.clone().unwrap_or_default()))
+pub fn cond(
+    o: &kube_standin_apiserver::CertificateSigningRequest,
+    t: &str,
+) -> Option<(String, String)> {
+    o.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == t)
+        .map(|c| {
+            (
+                c.reason.clone().unwrap_or_default(),
+                c.message.clone().unwrap_or_default(),
+            )
+        })
 }
 
-pub fn wait_csr(api: &StandIn, name: &str, pred: impl Fn(&kube_standin_apiserver::CertificateSigningRequest) -> bool) -> kube_standin_apiserver::CertificateSigningRequest {
+pub fn wait_csr(
+    api: &StandIn,
+    name: &str,
+    pred: impl Fn(&kube_standin_apiserver::CertificateSigningRequest) -> bool,
+) -> kube_standin_apiserver::CertificateSigningRequest {
     let l = api
-        .wait_for(Duration::from_secs(10), |l| l.iter().any(|o| o.metadata.name.as_deref() == Some(name) && pred(o)))
+        .wait_for(Duration::from_secs(10), |l| {
+            l.iter()
+                .any(|o| o.metadata.name.as_deref() == Some(name) && pred(o))
+        })
         .unwrap();
-    l.into_iter().find(|o| o.metadata.name.as_deref() == Some(name)).unwrap()
+    l.into_iter()
+        .find(|o| o.metadata.name.as_deref() == Some(name))
+        .unwrap()
 }
 
 pub fn spki_of_cert(pem: &str) -> Vec<u8> {
@@ -284,15 +348,26 @@ pub fn spki_of_csr(pem: &str) -> Vec<u8> {
 pub fn validity(pem: &str) -> (i64, i64) {
     let der = der_blocks(pem).remove(0);
     let (_, c) = x509_parser::parse_x509_certificate(&der).unwrap();
-    (c.validity().not_before.timestamp(), c.validity().not_after.timestamp())
+    (
+        c.validity().not_before.timestamp(),
+        c.validity().not_after.timestamp(),
+    )
 }
 
 pub fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 pub fn run(cmd: &mut std::process::Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?} failed: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
