@@ -124,14 +124,15 @@ fn decide(shared: &Shared, o: &CertificateSigningRequest) -> Option<Action> {
             return Some(Action::Delete);
         }
     }
-    if approved.is_none() && denied.is_none() && failed.is_none() {
-        if o.metadata
+    if approved.is_none()
+        && denied.is_none()
+        && failed.is_none()
+        && o.metadata
             .creation_timestamp
             .as_ref()
             .is_some_and(|t| age_of(t) >= shared.opts.pending_gc_after)
-        {
-            return Some(Action::Delete);
-        }
+    {
+        return Some(Action::Delete);
     }
     let usages = o.spec.usages.clone().unwrap_or_default();
     let parsed = csr_pem_to_der(&o.spec.request.0).and_then(|d| parse_csr(&d));
