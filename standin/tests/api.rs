@@ -700,3 +700,101 @@ fn fault_knobs_each_fire() {
     })
     .unwrap();
 }
+
+#[test]
+fn kubeadm_style_rsa_ca_from_a_directory_signs_rsa_csrs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // kubeadm: RSA 2048, PKCS#1 key ("BEGIN RSA PRIVATE KEY").
+    run(Command::new("openssl")
+        .args(["genrsa", "-traditional", "-out"])
+        .arg(d.join("ca.key"))
+        .arg("2048")
+        .stderr(std::process::Stdio::null()));
+    run(Command::new("openssl")
+        .args(["req", "-x509", "-new", "-key"])
+        .arg(d.join("ca.key"))
+        .args([
+            "-subj",
+            "/CN=kubernetes",
+            "-days",
+            "3650",
+            "-addext",
+            "keyUsage=critical,digitalSignature,keyEncipherment,keyCertSign",
+            "-out",
+        ])
+        .arg(d.join("ca.crt")));
+    let api = StandIn::start(Options {
+        ca_dir: Some(d.to_path_buf()),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(
+        api.ca_pem(),
+        std::fs::read_to_string(d.join("ca.crt")).unwrap()
+    );
+    // An RSA node key and CSR made by openssl, as a kubelet with an RSA key would send it.
+    run(Command::new("openssl")
+        .args(["req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout"])
+        .arg(d.join("node.key"))
+        .args(["-subj", "/O=system:nodes/CN=system:node:rsa", "-out"])
+        .arg(d.join("node.csr"))
+        .stderr(std::process::Stdio::null()));
+    let csr_pem = std::fs::read_to_string(d.join("node.csr")).unwrap();
+    let c = token(&api);
+    let (code, obj) = c.post(
+        CSRS,
+        &csr_object(
+            "csr-*",
+            &csr_pem,
+            CLIENT_KUBELET,
+            &["digital signature", "key encipherment", "client auth"],
+            None,
+        ),
+    );
+    assert_eq!(code, 201, "{obj}");
+    let o = wait_csr(&api, obj["metadata"]["name"].as_str().unwrap(), |o| {
+        issued_cert(o).is_some()
+    });
+    std::fs::write(d.join("node.crt"), issued_cert(&o).unwrap()).unwrap();
+    run(Command::new("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(d.join("ca.crt"))
+        .arg(d.join("node.crt")));
+    assert_eq!(
+        spki_of_cert(&issued_cert(&o).unwrap()),
+        spki_of_csr(&csr_pem)
+    );
+    // The issued certificate then authenticates its node (mTLS with the RSA key).
+    let node = Client::new(
+        &api,
+        Auth::Cert {
+            cert_pem: issued_cert(&o).unwrap(),
+            key_pem: std::fs::read_to_string(d.join("node.key")).unwrap(),
+        },
+    );
+    let (code, _) = node.get(CSRS);
+    assert_eq!(code, 200);
+    assert_eq!(api.requests().last().unwrap().user, "system:node:rsa");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn usable_from_async_tests_and_shut_down_there() {
+    let api = StandIn::start(Options::default()).unwrap();
+    let addr = api.addr();
+    let ca = api.ca_pem().to_string();
+    let code = tokio::task::spawn_blocking(move || {
+        Client::with_ca(addr, &ca, Auth::None)
+            .request("GET", "/healthz", None)
+            .status
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 200);
+    api.shutdown();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "listener closed after shutdown"
+    );
+}
