@@ -419,7 +419,7 @@ async fn route(
             let verb = if is_watch { "watch" } else { "list" };
             match authorize(shared, user, verb, None, None, None) {
                 Err(e) => Err(e),
-                Ok(()) if is_watch => return watch(shared, query).unwrap_or_else(|e| error_response(&e)),
+                Ok(()) if is_watch => return watch(shared, query, wants_table(&req)).unwrap_or_else(|e| error_response(&e)),
                 Ok(()) => list(shared, query, wants_table(&req)),
             }
         }
@@ -657,6 +657,10 @@ pub fn condition_summary(o: &CertificateSigningRequest) -> String {
 /// Server-side printing (what `kubectl get csr` asks for), with the real columns.
 fn table(shared: &Shared, items: &[CertificateSigningRequest]) -> Response<Body> {
     let rv = lock(&shared.store).rv;
+    json_response(200, &table_value(rv, items))
+}
+
+fn table_value(rv: u64, items: &[CertificateSigningRequest]) -> Value {
     let col = |name: &str, ty: &str, format: &str, desc: &str, prio: i32| json!({"name": name, "type": ty, "format": format, "description": desc, "priority": prio});
     let rows: Vec<Value> = items
         .iter()
@@ -669,9 +673,7 @@ fn table(shared: &Shared, items: &[CertificateSigningRequest]) -> Response<Body>
             })
         })
         .collect();
-    json_response(
-        200,
-        &json!({
+    json!({
             "kind": "Table", "apiVersion": "meta.k8s.io/v1",
             "metadata": {"resourceVersion": rv.to_string()},
             "columnDefinitions": [
@@ -683,8 +685,7 @@ fn table(shared: &Shared, items: &[CertificateSigningRequest]) -> Response<Body>
                 col("Condition", "string", "", "Conditions applied to the request.", 0),
             ],
             "rows": rows
-        }),
-    )
+    })
 }
 
 fn random_suffix() -> String {
@@ -1001,6 +1002,21 @@ fn delete(shared: &Shared, name: &str) -> Result<Response<Body>, ApiError> {
     ))
 }
 
+/// A watch event line; with `as_table`, the object is a one-row Table (`kubectl get -w`).
+fn obj_event(kind: &str, o: &CertificateSigningRequest, as_table: bool) -> Bytes {
+    if as_table {
+        let rv = o
+            .metadata
+            .resource_version
+            .as_deref()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(0);
+        event_line(kind, &table_value(rv, std::slice::from_ref(o)))
+    } else {
+        event_line(kind, o)
+    }
+}
+
 fn event_line(kind: &str, object: &impl serde::Serialize) -> Bytes {
     let mut v = serde_json::to_vec(&json!({"type": kind, "object": object})).expect("json");
     v.push(b'\n');
@@ -1013,6 +1029,7 @@ fn event_line(kind: &str, object: &impl serde::Serialize) -> Bytes {
 fn watch(
     shared: &Arc<Shared>,
     query: &HashMap<String, String>,
+    as_table: bool,
 ) -> Result<Response<Body>, ApiError> {
     let filter = field_filter(query)?;
     let timeout = query
@@ -1030,7 +1047,7 @@ fn watch(
             None | Some("") | Some("0") => {
                 from = st.rv;
                 for o in st.objects.values().filter(|o| filter(o)) {
-                    initial.push(event_line("ADDED", o));
+                    initial.push(obj_event("ADDED", o, as_table));
                 }
                 sub = Some(shared.events.subscribe());
             }
@@ -1049,7 +1066,7 @@ fn watch(
                     initial.push(event_line("ERROR", &e.status()));
                 } else {
                     for ev in st.history.iter().filter(|e| e.rv > r && filter(&e.object)) {
-                        initial.push(event_line(ev.kind.as_str(), &ev.object));
+                        initial.push(obj_event(ev.kind.as_str(), &ev.object, as_table));
                     }
                     sub = Some(shared.events.subscribe());
                 }
@@ -1077,7 +1094,7 @@ fn watch(
                 ev = sub.recv() => match ev {
                     Ok(ev) => {
                         if ev.rv <= from || !filter(&ev.object) { continue; }
-                        if tx.send(event_line(ev.kind.as_str(), &ev.object)).await.is_err() { return; }
+                        if tx.send(obj_event(ev.kind.as_str(), &ev.object, as_table)).await.is_err() { return; }
                         sent += 1;
                     }
                     // Lagged or closed: end the watch; the client resumes from its last version.

@@ -333,3 +333,68 @@ impl Drop for Guard {
         }
     }
 }
+
+#[test]
+fn kubectl_get_csr_watch_prints_table_rows_as_the_csr_progresses() {
+    let api = StandIn::start(Options::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let admin = dir.path().join("admin.conf");
+    api.write_admin_kubeconfig(&admin).unwrap();
+    let mut child = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&admin)
+        .args(["get", "csr", "-w"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let _guard = Guard(Some(child));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(out).lines() {
+            let Ok(l) = l else { break };
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    // Wait until the watch is open (kubectl lists first, then watches from that version).
+    api.wait_for(Duration::from_secs(10), |_| {
+        api.requests().iter().any(|r| r.watch)
+    })
+    .unwrap();
+    let c = Client::new(&api, Auth::Token(api.bootstrap_token().into()));
+    let (code, _) = c.post(
+        CSRS,
+        &csr_object(
+            "watch-me",
+            &node_client_csr("w").0,
+            kube_standin_apiserver::CLIENT_KUBELET,
+            CLIENT_USAGES,
+            None,
+        ),
+    );
+    assert_eq!(code, 201);
+    let mut seen = vec![];
+    while let Ok(l) = rx.recv_timeout(Duration::from_secs(10)) {
+        seen.push(l.clone());
+        if l.starts_with("watch-me ") && l.ends_with("Approved,Issued") {
+            break;
+        }
+    }
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with("NAME") && l.contains("CONDITION")),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with("watch-me ") && l.ends_with("Pending")),
+        "{seen:?}"
+    );
+    assert!(
+        seen.last().unwrap().ends_with("Approved,Issued"),
+        "{seen:?}"
+    );
+}
