@@ -87,11 +87,11 @@ fn bootstrap_token_csr_is_auto_approved_and_issued_with_backdated_verifiable_cer
     );
     let (nb, na) = validity(&cert);
     assert!(
-        (created - 300 - nb).abs() <= 3,
+        (created - 300 - nb).abs() <= 10,
         "notBefore backdated 5 min: {nb} vs {created}"
     );
     assert!(
-        (na - (created + 3600)).abs() <= 3,
+        (na - (created + 3600)).abs() <= 10,
         "notAfter = now + expirationSeconds"
     );
     assert_eq!(spki_of_cert(&cert), spki_of_csr(&csr_pem));
@@ -132,7 +132,7 @@ fn expiration_seconds_honoured_capped_and_validated() {
         let o = wait_csr(&api, name, |o| issued_cert(o).is_some());
         let (_, na) = validity(&issued_cert(&o).unwrap());
         assert!(
-            (na - (t + want)).abs() <= 3,
+            (na - (t + want)).abs() <= 10,
             "{name}: notAfter {na}, want now+{want}"
         );
     }
@@ -516,11 +516,7 @@ fn conflicts_not_found_already_exists_and_approval_rules() {
 
 #[test]
 fn fault_knobs_each_fire() {
-    let api = StandIn::start(Options {
-        gc_after: Duration::from_secs(1),
-        ..Default::default()
-    })
-    .unwrap();
+    let api = StandIn::start(Options::default()).unwrap();
     let c = token(&api);
     let list = format!("{CSRS}?fieldSelector=metadata.name%3Dnone");
 
@@ -692,13 +688,6 @@ fn fault_knobs_each_fire() {
     assert!(log.iter().any(|r| r.status == 429));
     api.clear_requests();
     assert!(api.requests().is_empty());
-
-    // the cleaner (gc_after = 1 s): issued, denied and failed CSRs disappear
-    api.wait_for(Duration::from_secs(10), |l| {
-        l.iter()
-            .all(|o| cond(o, "Approved").is_none() && cond(o, "Denied").is_none())
-    })
-    .unwrap();
 }
 
 #[test]
@@ -797,4 +786,46 @@ async fn usable_from_async_tests_and_shut_down_there() {
         std::net::TcpStream::connect(addr).is_err(),
         "listener closed after shutdown"
     );
+}
+
+#[test]
+fn cleaner_deletes_issued_and_denied_csrs_after_gc_after() {
+    let api = StandIn::start(Options {
+        gc_after: Duration::from_secs(1),
+        ..Default::default()
+    })
+    .unwrap();
+    let c = token(&api);
+    let rv = api.resource_version();
+    let mut w = c.request(
+        "GET",
+        &format!("{CSRS}?watch=true&resourceVersion={rv}"),
+        None,
+    );
+    api.deny_next(1);
+    for _ in 0..2 {
+        let (code, _) = c.post(
+            CSRS,
+            &csr_object(
+                "csr-*",
+                &node_client_csr("g").0,
+                CLIENT_KUBELET,
+                CLIENT_USAGES,
+                None,
+            ),
+        );
+        assert_eq!(code, 201);
+    }
+    // ADDED x2, Denied, Approved, Issued, then DELETED x2 once a second has passed.
+    let ev = w.events(7);
+    let kinds: Vec<_> = ev
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "DELETED").count(),
+        2,
+        "{kinds:?}"
+    );
+    assert!(api.list().is_empty());
 }
