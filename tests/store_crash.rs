@@ -152,12 +152,18 @@ fn sigkill_at_random_moments_never_leaves_a_torn_pair() {
         .install(&apiserver(), p0.cert.as_bytes(), p0.key.as_bytes(), t(0))
         .unwrap();
     store
-        .install(&kubelet_client(), p0.cert.as_bytes(), p0.key.as_bytes(), t(0))
+        .install(
+            &kubelet_client(),
+            p0.cert.as_bytes(),
+            p0.key.as_bytes(),
+            t(0),
+        )
         .unwrap();
 
     let mut pair = Track::default();
     let mut kubelet = Track::default();
-    let (mut kills, mut torn, mut mid_install, mut with_leftovers, mut installs) = (0, 0, 0, 0, 0u64);
+    let (mut kills, mut torn, mut mid_install, mut with_leftovers, mut installs) =
+        (0, 0, 0, 0, 0u64);
     let mut next_seq: u64 = 1;
     let want: usize = std::env::var("KCA_CRASH_KILLS")
         .ok()
@@ -212,7 +218,9 @@ fn sigkill_at_random_moments_never_leaves_a_torn_pair() {
             let (Some(what), Some(tag), Some(seq)) = (w.next(), w.next(), w.next()) else {
                 continue;
             };
-            let Ok(seq) = seq.parse::<u64>() else { continue };
+            let Ok(seq) = seq.parse::<u64>() else {
+                continue;
+            };
             let tr = if tag == "p" { &mut pair } else { &mut kubelet };
             match what {
                 "start" => tr.started = Some(seq),
@@ -232,7 +240,10 @@ fn sigkill_at_random_moments_never_leaves_a_torn_pair() {
 
         // What a reader sees now.
         let mut problems = Vec::new();
-        for (name, c, k, tr) in [("pair", CRT, KEY, &mut pair), ("kubelet", CURRENT, CURRENT, &mut kubelet)] {
+        for (name, c, k, tr) in [
+            ("pair", CRT, KEY, &mut pair),
+            ("kubelet", CURRENT, CURRENT, &mut kubelet),
+        ] {
             match read_valid(&root, c, k) {
                 Err(e) => problems.push(format!("{name}: {e}")),
                 Ok(der) => {
@@ -267,7 +278,12 @@ fn sigkill_at_random_moments_never_leaves_a_torn_pair() {
     let last = gen("after-the-kills");
     for m in [apiserver(), kubelet_client()] {
         store
-            .install(&m, last.cert.as_bytes(), last.key.as_bytes(), time::OffsetDateTime::now_utc())
+            .install(
+                &m,
+                last.cert.as_bytes(),
+                last.key.as_bytes(),
+                time::OffsetDateTime::now_utc(),
+            )
             .unwrap();
         assert!(store.versions(&m).unwrap().len() <= HISTORY as usize);
     }
@@ -282,5 +298,8 @@ fn sigkill_at_random_moments_never_leaves_a_torn_pair() {
         started.elapsed().as_secs_f64()
     );
     assert_eq!(torn, 0, "torn states after SIGKILL");
-    assert!(mid_install > want / 4, "too few kills landed inside an install: {mid_install}");
+    assert!(
+        mid_install > want / 4,
+        "too few kills landed inside an install: {mid_install}"
+    );
 }

@@ -73,8 +73,8 @@ fn an_error_at_any_point_keeps_the_previous_version() {
                     // Pruning comes after the switch: the install stands, the error is told.
                     Ok(inst) if point.contains("prune") => {
                         // Kubelet versions are single files, unlinked without a mid-prune step.
-                        let kubelet_mid = *point == "store::mid-prune"
-                            && matches!(m, Managed::Kubelet { .. });
+                        let kubelet_mid =
+                            *point == "store::mid-prune" && matches!(m, Managed::Kubelet { .. });
                         assert_eq!(inst.prune_error.is_some(), !kubelet_mid, "{point}: {m:?}");
                         assert_pair_is(d.path(), c, k, &new);
                     }

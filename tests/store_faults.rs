@@ -72,13 +72,20 @@ fn second_install_fails(root: &Path, first: &Pair, errno: i32) {
     assert_pair_is(root, CRT, KEY, first);
     assert_pair_is(root, CURRENT, CURRENT, first);
     assert!(temps(root, PKI).is_empty(), "{:?}", temps(root, PKI));
-    assert!(temps(root, KUBELET_PKI).is_empty(), "{:?}", temps(root, KUBELET_PKI));
+    assert!(
+        temps(root, KUBELET_PKI).is_empty(),
+        "{:?}",
+        temps(root, KUBELET_PKI)
+    );
     assert_eq!(store.versions(&apiserver()).unwrap().len(), 1);
     assert_eq!(store.versions(&kubelet_client()).unwrap().len(), 1);
 }
 
 fn mount(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("mount").args(args).output().map_err(|e| e.to_string())?;
+    let out = Command::new("mount")
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
     if out.status.success() {
         Ok(())
     } else {
@@ -95,7 +102,14 @@ fn child() {
     let dir = PathBuf::from(std::env::var("KCA_STORE_DIR").unwrap());
     match role.as_str() {
         "enospc" | "erofs" => {
-            if let Err(e) = mount(&["-t", "tmpfs", "-o", "size=64k", "tmpfs", dir.to_str().unwrap()]) {
+            if let Err(e) = mount(&[
+                "-t",
+                "tmpfs",
+                "-o",
+                "size=64k",
+                "tmpfs",
+                dir.to_str().unwrap(),
+            ]) {
                 println!("CANNOT-MOUNT: {e}");
                 return;
             }
@@ -146,17 +160,28 @@ fn child() {
     println!("CHILD-OK");
 }
 
-fn run_child(prefix: &[&str], role: &str, dir: &Path, env: &[(&str, &str)]) -> Result<String, String> {
+fn run_child(
+    prefix: &[&str],
+    role: &str,
+    dir: &Path,
+    env: &[(&str, &str)],
+) -> Result<String, String> {
     let mut cmd = child_command(prefix, "child");
     cmd.env("KCA_STORE_CHILD", role).env("KCA_STORE_DIR", dir);
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.output().map_err(|e| format!("cannot run {prefix:?}: {e}"))?;
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {prefix:?}: {e}"))?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     print!("{stdout}");
     eprint!("{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "child {role} failed: {:?}", out.status);
+    assert!(
+        out.status.success(),
+        "child {role} failed: {:?}",
+        out.status
+    );
     Ok(stdout)
 }
 
@@ -190,7 +215,11 @@ fn eacces_as_nobody_leaves_the_previous_version() {
     }
     let d = tempfile::tempdir().unwrap();
     // Traversable by nobody, so that the failure is the write and not the path.
-    std::fs::set_permissions(d.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        d.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let first = install_first(d.path());
     let prefix = [
         "setpriv",

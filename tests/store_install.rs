@@ -38,7 +38,10 @@ fn kubelet_style_layout_links_a_node_path_and_is_0600() {
         .unwrap();
     assert!(v.prune_error.is_none());
     let file = &v.version.name;
-    assert!(file.starts_with("kubelet-client-") && file.ends_with(".pem"), "{file}");
+    assert!(
+        file.starts_with("kubelet-client-") && file.ends_with(".pem"),
+        "{file}"
+    );
     let link = std::fs::read_link(host(d.path(), CURRENT)).unwrap();
     // The node path, not the host path under the temporary root.
     assert_eq!(link, Path::new(KUBELET_PKI).join(file));
@@ -91,7 +94,11 @@ fn pair_style_layout_switches_both_names_through_one_link() {
         std::fs::read_link(pki.join("..apiserver.data")).unwrap(),
         Path::new(&v1.version.name)
     );
-    assert!(v1.version.name.starts_with("..apiserver.2"), "{}", v1.version.name);
+    assert!(
+        v1.version.name.starts_with("..apiserver.2"),
+        "{}",
+        v1.version.name
+    );
     assert_eq!(mode(&pki.join("apiserver.crt")), 0o644);
     assert_eq!(mode(&pki.join("apiserver.key")), 0o600);
 
@@ -221,7 +228,12 @@ fn history_is_pruned_to_n_current_included() {
     }
     // Nothing else is left in the directories: 3 dirs + data link + 2 names; 3 + current.
     assert_eq!(std::fs::read_dir(host(d.path(), PKI)).unwrap().count(), 6);
-    assert_eq!(std::fs::read_dir(host(d.path(), KUBELET_PKI)).unwrap().count(), 4);
+    assert_eq!(
+        std::fs::read_dir(host(d.path(), KUBELET_PKI))
+            .unwrap()
+            .count(),
+        4
+    );
 }
 
 #[test]
@@ -231,10 +243,20 @@ fn rollback_steps_back_one_version_at_a_time() {
     let ps: Vec<Pair> = (0..3).map(|i| gen(&format!("v{i}"))).collect();
     for (i, p) in ps.iter().enumerate() {
         store
-            .install(&apiserver(), p.cert.as_bytes(), p.key.as_bytes(), t(i as i64))
+            .install(
+                &apiserver(),
+                p.cert.as_bytes(),
+                p.key.as_bytes(),
+                t(i as i64),
+            )
             .unwrap();
         store
-            .install(&kubelet_client(), p.cert.as_bytes(), p.key.as_bytes(), t(i as i64))
+            .install(
+                &kubelet_client(),
+                p.cert.as_bytes(),
+                p.key.as_bytes(),
+                t(i as i64),
+            )
             .unwrap();
     }
     store.rollback(&apiserver()).unwrap();
@@ -246,7 +268,10 @@ fn rollback_steps_back_one_version_at_a_time() {
     assert_pair_is(d.path(), CRT, KEY, &ps[0]);
     assert_pair_is(d.path(), CURRENT, CURRENT, &ps[0]);
     let e = store.rollback(&apiserver()).unwrap_err().to_string();
-    assert!(e.contains("apiserver.crt") && e.contains("no older version"), "{e}");
+    assert!(
+        e.contains("apiserver.crt") && e.contains("no older version"),
+        "{e}"
+    );
     assert!(store.rollback(&kubelet_client()).is_err());
     // Still the oldest; the newer versions are kept, listed, not current.
     assert_pair_is(d.path(), CRT, KEY, &ps[0]);
@@ -266,7 +291,10 @@ fn rollback_without_history_is_an_error_naming_the_path() {
     let d = tempfile::tempdir().unwrap();
     let store = Store::new(node(d.path()), 5);
     let e = store.rollback(&kubelet_client()).unwrap_err().to_string();
-    assert!(e.contains("kubelet-client-current.pem") && e.contains("no current version"), "{e}");
+    assert!(
+        e.contains("kubelet-client-current.pem") && e.contains("no current version"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -290,9 +318,17 @@ fn write_file_creates_with_the_given_mode_and_keeps_an_existing_ones() {
     if as_root {
         assert_eq!(owner(&hconf), (65534, 65534));
     }
-    assert_ne!(std::fs::metadata(&hconf).unwrap().ino(), ino, "replaced, not written in place");
+    assert_ne!(
+        std::fs::metadata(&hconf).unwrap().ino(),
+        ino,
+        "replaced, not written in place"
+    );
     store
-        .write_file(Path::new("/etc/kubernetes/pki/ca.crl"), b"crl", FileSpec::CERT)
+        .write_file(
+            Path::new("/etc/kubernetes/pki/ca.crl"),
+            b"crl",
+            FileSpec::CERT,
+        )
         .unwrap();
     assert_eq!(mode(&host(d.path(), "/etc/kubernetes/pki/ca.crl")), 0o644);
     assert!(temps(d.path(), "/etc/kubernetes").is_empty());

@@ -27,7 +27,11 @@ fn a_pair_name_linking_outside_the_directory_is_refused() {
     std::fs::create_dir_all(&pki).unwrap();
     let old = gen("old");
     std::fs::write(pki.join("apiserver.key"), &old.key).unwrap();
-    for target in ["../../../outside.crt", "/outside.crt", secret.to_str().unwrap()] {
+    for target in [
+        "../../../outside.crt",
+        "/outside.crt",
+        secret.to_str().unwrap(),
+    ] {
         let _ = std::fs::remove_file(pki.join("apiserver.crt"));
         symlink(target, pki.join("apiserver.crt")).unwrap();
         let store = Store::new(node(d.path()), 5);
@@ -35,12 +39,24 @@ fn a_pair_name_linking_outside_the_directory_is_refused() {
         let err = store
             .install(&apiserver(), new.cert.as_bytes(), new.key.as_bytes(), t(0))
             .unwrap_err();
-        assert!(matches!(err, StoreError::SymlinkEscape { .. }), "{target}: {err}");
+        assert!(
+            matches!(err, StoreError::SymlinkEscape { .. }),
+            "{target}: {err}"
+        );
         let msg = err.to_string();
-        assert!(msg.contains("apiserver.crt") && msg.contains("outside"), "{msg}");
+        assert!(
+            msg.contains("apiserver.crt") && msg.contains("outside"),
+            "{msg}"
+        );
         assert_eq!(std::fs::read_to_string(&secret).unwrap(), "not yours");
-        assert_eq!(std::fs::read_link(pki.join("apiserver.crt")).unwrap(), Path::new(target));
-        assert_eq!(std::fs::read_to_string(pki.join("apiserver.key")).unwrap(), old.key);
+        assert_eq!(
+            std::fs::read_link(pki.join("apiserver.crt")).unwrap(),
+            Path::new(target)
+        );
+        assert_eq!(
+            std::fs::read_to_string(pki.join("apiserver.key")).unwrap(),
+            old.key
+        );
         assert!(temps(d.path(), PKI).is_empty());
     }
 }
@@ -50,7 +66,11 @@ fn a_kubelet_current_link_outside_the_directory_is_refused() {
     let d = tempfile::tempdir().unwrap();
     let kpki = host(d.path(), KUBELET_PKI);
     std::fs::create_dir_all(&kpki).unwrap();
-    symlink("/etc/kubernetes/admin.pem", kpki.join("kubelet-client-current.pem")).unwrap();
+    symlink(
+        "/etc/kubernetes/admin.pem",
+        kpki.join("kubelet-client-current.pem"),
+    )
+    .unwrap();
     let store = Store::new(node(d.path()), 5);
     let p = gen("n");
     let err = store
@@ -63,7 +83,10 @@ fn a_kubelet_current_link_outside_the_directory_is_refused() {
         )
         .unwrap_err();
     assert!(matches!(err, StoreError::SymlinkEscape { .. }), "{err}");
-    assert!(err.to_string().contains("kubelet-client-current.pem"), "{err}");
+    assert!(
+        err.to_string().contains("kubelet-client-current.pem"),
+        "{err}"
+    );
     // Nothing was written.
     assert_eq!(std::fs::read_dir(&kpki).unwrap().count(), 1);
 }
@@ -79,7 +102,11 @@ fn write_file_refuses_symlinks_and_directories() {
     let store = Store::new(node(d.path()), 5);
     for name in ["escape.conf", "escape2.conf"] {
         let err = store
-            .write_file(&Path::new("/etc/kubernetes").join(name), b"x", FileSpec::CERT)
+            .write_file(
+                &Path::new("/etc/kubernetes").join(name),
+                b"x",
+                FileSpec::CERT,
+            )
             .unwrap_err();
         assert!(matches!(err, StoreError::SymlinkEscape { .. }), "{err}");
         assert!(err.to_string().contains(name), "{err}");
@@ -89,7 +116,10 @@ fn write_file_refuses_symlinks_and_directories() {
         .unwrap_err();
     assert!(matches!(err, StoreError::IsDirectory { .. }), "{err}");
     assert!(err.to_string().contains("adir: is a directory"), "{err}");
-    assert_eq!(std::fs::read_to_string(d.path().join("victim")).unwrap(), "keep");
+    assert_eq!(
+        std::fs::read_to_string(d.path().join("victim")).unwrap(),
+        "keep"
+    );
     assert!(temps(d.path(), "/etc/kubernetes").is_empty());
 }
 
@@ -116,9 +146,18 @@ fn names_with_slashes_or_dots_are_refused() {
     let p = gen("n");
     for name in ["../kubelet-client", "a/b", "x..y"] {
         let err = store
-            .install_kubelet(Path::new(KUBELET_PKI), name, p.cert.as_bytes(), p.key.as_bytes(), t(0))
+            .install_kubelet(
+                Path::new(KUBELET_PKI),
+                name,
+                p.cert.as_bytes(),
+                p.key.as_bytes(),
+                t(0),
+            )
             .unwrap_err();
-        assert!(matches!(err, StoreError::InvalidName { .. }), "{name}: {err}");
+        assert!(
+            matches!(err, StoreError::InvalidName { .. }),
+            "{name}: {err}"
+        );
     }
     let err = store
         .write_file(Path::new("/etc/kubernetes/../../x"), b"x", FileSpec::CERT)
@@ -139,7 +178,10 @@ fn cert_and_key_in_different_directories_are_refused() {
     let err = store
         .install(&m, p.cert.as_bytes(), p.key.as_bytes(), t(0))
         .unwrap_err();
-    assert!(matches!(err, StoreError::DifferentDirectories { .. }), "{err}");
+    assert!(
+        matches!(err, StoreError::DifferentDirectories { .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("same directory"), "{err}");
 }
 

@@ -231,7 +231,7 @@ mod tests {
     fn the_same_second_twice_gives_two_names() {
         let t = datetime!(2026-11-22 03:00:00.5 UTC);
         let first = next_kubelet_stamp(t, &[]);
-        let second = next_kubelet_stamp(t, &[first.clone()]);
+        let second = next_kubelet_stamp(t, std::slice::from_ref(&first));
         let third = next_kubelet_stamp(t, &[first.clone(), second.clone()]);
         assert_eq!(first, "2026-11-22-03-00-00");
         assert_eq!(second, "2026-11-22-03-00-01");
@@ -245,7 +245,7 @@ mod tests {
     fn the_same_nanosecond_twice_gives_two_pair_names() {
         let t = datetime!(2026-11-22 03:00:00.999999999 UTC);
         let first = next_pair_stamp(t, &[]);
-        let second = next_pair_stamp(t, &[first.clone()]);
+        let second = next_pair_stamp(t, std::slice::from_ref(&first));
         assert_eq!(second, "2026_11_22_03_00_01.000000000");
         assert!(second > first);
     }

@@ -40,7 +40,9 @@ pub fn t(secs: i64) -> OffsetDateTime {
 /// Returns the certificate's DER.
 pub fn read_valid(root: &Path, cert: &str, key_path: &str) -> Result<Vec<u8>, String> {
     let r = node(root);
-    let cb = r.read(Path::new(cert)).map_err(|e| format!("{cert}: {e}"))?;
+    let cb = r
+        .read(Path::new(cert))
+        .map_err(|e| format!("{cert}: {e}"))?;
     let kb = r
         .read(Path::new(key_path))
         .map_err(|e| format!("{key_path}: {e}"))?;
@@ -70,7 +72,10 @@ pub fn der_of(pem_text: &str) -> Vec<u8> {
 /// Assert that the pair at `cert`/`key` (node paths) is `expected`, whole and matching.
 pub fn assert_pair_is(root: &Path, cert: &str, key_path: &str, expected: &Pair) {
     let der = read_valid(root, cert, key_path).unwrap_or_else(|e| panic!("{e}"));
-    assert!(der == der_of(&expected.cert), "{cert} is not the expected version");
+    assert!(
+        der == der_of(&expected.cert),
+        "{cert} is not the expected version"
+    );
 }
 
 pub fn host(root: &Path, node_path: &str) -> PathBuf {
