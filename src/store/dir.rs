@@ -66,10 +66,19 @@ pub struct ManagedDir {
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl ManagedDir {
-    /// Open (creating missing components, 0755) the directory `node_dir` under `root`,
-    /// resolving symlinks inside the root only, and take its lock (`flock`, exclusive:
-    /// the daemon and a `rollback` command never interleave).
+    /// Open the existing directory `node_dir` under `root`, resolving symlinks inside the
+    /// root only, and take its lock (`flock`, exclusive: the daemon and a `rollback`
+    /// command never interleave).
     pub fn open(root: &NodeRoot, node_dir: &Path) -> Result<ManagedDir, StoreError> {
+        Self::open_with(root, node_dir, false)
+    }
+
+    /// [`ManagedDir::open`], creating missing components (0755, each fsynced into its parent).
+    pub fn open_or_create(root: &NodeRoot, node_dir: &Path) -> Result<ManagedDir, StoreError> {
+        Self::open_with(root, node_dir, true)
+    }
+
+    fn open_with(root: &NodeRoot, node_dir: &Path, create: bool) -> Result<ManagedDir, StoreError> {
         let host = root.host_path(node_dir);
         let node = Path::new("/").join(paths::normalize(paths::relative(node_dir)));
         let io = |op, e: Errno| StoreError::io(&host, op, errno(e));
@@ -96,14 +105,15 @@ impl ManagedDir {
         };
         let fd = match open_in_root(rel) {
             Ok(fd) => fd,
-            Err(Errno::NOENT) => {
+            Err(Errno::NOENT) if create => {
                 // mkdir -p, one component at a time, each relative to its opened parent.
                 let mut cur = open_in_root(Path::new("")).map_err(|e| io("open", e))?;
                 let mut sofar = PathBuf::new();
                 for c in rel.components() {
                     sofar.push(c);
                     match rustix::fs::mkdirat(&cur, c.as_os_str(), Mode::from_raw_mode(0o755)) {
-                        Ok(()) | Err(Errno::EXIST) => {}
+                        Ok(()) => rustix::fs::fsync(&cur).map_err(|e| io("fsync directory", e))?,
+                        Err(Errno::EXIST) => {}
                         Err(e) => return Err(io("create directory", e)),
                     }
                     cur = open_in_root(&sofar).map_err(|e| io("open", e))?;
