@@ -70,6 +70,13 @@ fn kubelet_versions_in_the_same_second_get_unique_names() {
     let versions = store.versions(&kubelet_client()).unwrap();
     assert_eq!(versions.len(), 3);
     assert!(versions.last().unwrap().current);
+    // The inventory reports the current link only: the history keeps kubelet's name shape.
+    let inv = inventory::collect(&node(d.path()), &[Target::PkiDir(KUBELET_PKI.into())]);
+    assert_eq!(inv.len(), 1, "{inv:?}");
+    assert!(
+        inv[0].path.ends_with("kubelet-client-current.pem"),
+        "{inv:?}"
+    );
 }
 
 #[test]
@@ -348,12 +355,14 @@ fn leftover_temporary_files_are_removed_by_the_next_install() {
     std::fs::create_dir(pki.join("..tmp-1-2-version")).unwrap();
     std::fs::write(pki.join("..tmp-1-2-version/apiserver.crt"), b"half").unwrap();
     std::os::unix::fs::symlink("..apiserver.nothing", pki.join("..tmp-1-3-link")).unwrap();
+    // One that cannot be removed (a directory inside) must not block the install.
+    std::fs::create_dir_all(pki.join("..tmp-1-4-version/sub")).unwrap();
     let p2 = gen("b");
     store
         .install(&apiserver(), p2.cert.as_bytes(), p2.key.as_bytes(), t(1))
         .unwrap();
     assert_pair_is(d.path(), CRT, KEY, &p2);
-    assert!(temps(d.path(), PKI).is_empty());
+    assert_eq!(temps(d.path(), PKI), vec!["..tmp-1-4-version".to_string()]);
 }
 
 #[test]

@@ -398,14 +398,19 @@ impl ManagedDir {
     }
 
     /// Remove what interrupted operations left behind (temporary files, links, directories).
-    /// Safe because we hold the directory lock: no one else is writing here.
-    pub fn remove_temps(&self) -> Result<(), StoreError> {
-        for name in self.list()? {
-            if name.starts_with(TEMP_PREFIX) {
-                self.remove_tree_now(&name)?;
-            }
-        }
-        Ok(())
+    /// Safe because we hold the directory lock: no one else is writing here. Best effort: a
+    /// leftover that cannot be removed (say, someone put a directory inside one) must not
+    /// block installs; it is reported by the returned list.
+    pub fn remove_temps(&self) -> Vec<StoreError> {
+        let names = match self.list() {
+            Ok(n) => n,
+            Err(e) => return vec![e],
+        };
+        names
+            .iter()
+            .filter(|n| n.starts_with(TEMP_PREFIX))
+            .filter_map(|n| self.remove_tree_now(n).err())
+            .collect()
     }
 }
 

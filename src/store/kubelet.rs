@@ -62,7 +62,7 @@ pub fn install(
     now: OffsetDateTime,
     keep: u32,
 ) -> Result<Installed, StoreError> {
-    dir.remove_temps()?;
+    let _ = dir.remove_temps();
     let mut current = current_file(dir, base)?;
     let mut stamps: Vec<String> = versions(dir, base)?.into_iter().map(|v| v.stamp).collect();
     // A plain `NAME-current.pem` (not kubelet's layout) is kept as a version first, so that
@@ -117,7 +117,7 @@ pub fn install(
 
 /// Point `NAME-current.pem` back at the newest version older than the current one.
 pub fn rollback(dir: &ManagedDir, base: &str) -> Result<Version, StoreError> {
-    dir.remove_temps()?;
+    let _ = dir.remove_temps();
     let link = naming::kubelet_current(base);
     let versions = versions(dir, base)?;
     let current = versions

@@ -82,7 +82,7 @@ impl Store {
         let (dir, name) = self.split(path)?;
         let dir = ManagedDir::open_or_create(&self.root, &dir)?;
         dir.check_name(&name)?;
-        dir.remove_temps()?;
+        let _ = dir.remove_temps();
         let spec = match dir.entry(&name)? {
             Entry::Missing => new_file,
             Entry::File(st) => FileSpec::of(&st),
