@@ -181,10 +181,23 @@ impl ManagedDir {
     /// Open `name` for reading, following symlinks only while they stay beneath this
     /// directory. A link that leaves it is a [`StoreError::SymlinkEscape`].
     pub fn open_beneath(&self, name: &str) -> Result<(std::fs::File, Stat), StoreError> {
+        self.open_beneath_with(name, OFlags::RDONLY | OFlags::NOCTTY | OFlags::NONBLOCK)
+    }
+
+    /// The metadata of `name` (beneath this directory), without needing read permission.
+    pub fn stat_beneath(&self, name: &str) -> Result<Stat, StoreError> {
+        self.open_beneath_with(name, OFlags::PATH).map(|(_, st)| st)
+    }
+
+    fn open_beneath_with(
+        &self,
+        name: &str,
+        flags: OFlags,
+    ) -> Result<(std::fs::File, Stat), StoreError> {
         let fd = rustix::fs::openat2(
             &self.fd,
             name,
-            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK,
+            flags | OFlags::CLOEXEC,
             Mode::empty(),
             ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
         )

@@ -147,8 +147,8 @@ pub fn install(
     }
 
     // Modes and owners of the files being replaced, or the defaults.
-    let spec_of = |file: &str, default: FileSpec| match dir.open_beneath(file) {
-        Ok((_, st)) => Ok(FileSpec::of(&st)),
+    let spec_of = |file: &str, default: FileSpec| match dir.stat_beneath(file) {
+        Ok(st) => Ok(FileSpec::of(&st)),
         Err(StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
             Ok(default)
         }
