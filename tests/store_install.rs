@@ -70,6 +70,13 @@ fn kubelet_versions_in_the_same_second_get_unique_names() {
     let versions = store.versions(&kubelet_client()).unwrap();
     assert_eq!(versions.len(), 3);
     assert!(versions.last().unwrap().current);
+    // The inventory reports the current link only: the history keeps kubelet's name shape.
+    let inv = inventory::collect(&node(d.path()), &[Target::PkiDir(KUBELET_PKI.into())]);
+    assert_eq!(inv.len(), 1, "{inv:?}");
+    assert!(
+        inv[0].path.ends_with("kubelet-client-current.pem"),
+        "{inv:?}"
+    );
 }
 
 #[test]
@@ -289,6 +296,7 @@ fn rollback_steps_back_one_version_at_a_time() {
 #[test]
 fn rollback_without_history_is_an_error_naming_the_path() {
     let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(host(d.path(), KUBELET_PKI)).unwrap();
     let store = Store::new(node(d.path()), 5);
     let e = store.rollback(&kubelet_client()).unwrap_err().to_string();
     assert!(
@@ -347,10 +355,57 @@ fn leftover_temporary_files_are_removed_by_the_next_install() {
     std::fs::create_dir(pki.join("..tmp-1-2-version")).unwrap();
     std::fs::write(pki.join("..tmp-1-2-version/apiserver.crt"), b"half").unwrap();
     std::os::unix::fs::symlink("..apiserver.nothing", pki.join("..tmp-1-3-link")).unwrap();
+    // One that cannot be removed (a directory inside) must not block the install.
+    std::fs::create_dir_all(pki.join("..tmp-1-4-version/sub")).unwrap();
     let p2 = gen("b");
     store
         .install(&apiserver(), p2.cert.as_bytes(), p2.key.as_bytes(), t(1))
         .unwrap();
     assert_pair_is(d.path(), CRT, KEY, &p2);
-    assert!(temps(d.path(), PKI).is_empty());
+    assert_eq!(temps(d.path(), PKI), vec!["..tmp-1-4-version".to_string()]);
+}
+
+#[test]
+fn a_plain_kubelet_current_file_is_kept_as_a_version() {
+    let d = tempfile::tempdir().unwrap();
+    let kpki = host(d.path(), KUBELET_PKI);
+    std::fs::create_dir_all(&kpki).unwrap();
+    let old = gen("plain");
+    std::fs::write(
+        kpki.join("kubelet-client-current.pem"),
+        format!("{}{}", old.cert, old.key),
+    )
+    .unwrap();
+    let store = Store::new(node(d.path()), 5);
+    let new = gen("new");
+    store
+        .install(
+            &kubelet_client(),
+            new.cert.as_bytes(),
+            new.key.as_bytes(),
+            t(0),
+        )
+        .unwrap();
+    assert_pair_is(d.path(), CURRENT, CURRENT, &new);
+    assert!(
+        std::fs::symlink_metadata(kpki.join("kubelet-client-current.pem"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(store.versions(&kubelet_client()).unwrap().len(), 2);
+    store.rollback(&kubelet_client()).unwrap();
+    assert_pair_is(d.path(), CURRENT, CURRENT, &old);
+}
+
+#[test]
+fn listing_a_missing_directory_is_an_error_and_creates_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let store = Store::new(node(d.path()), 5);
+    let e = store.versions(&apiserver()).unwrap_err().to_string();
+    assert!(
+        e.contains("/etc/kubernetes/pki") && e.contains("No such file"),
+        "{e}"
+    );
+    assert!(!host(d.path(), PKI).exists());
 }

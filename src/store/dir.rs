@@ -66,10 +66,19 @@ pub struct ManagedDir {
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl ManagedDir {
-    /// Open (creating missing components, 0755) the directory `node_dir` under `root`,
-    /// resolving symlinks inside the root only, and take its lock (`flock`, exclusive:
-    /// the daemon and a `rollback` command never interleave).
+    /// Open the existing directory `node_dir` under `root`, resolving symlinks inside the
+    /// root only, and take its lock (`flock`, exclusive: the daemon and a `rollback`
+    /// command never interleave).
     pub fn open(root: &NodeRoot, node_dir: &Path) -> Result<ManagedDir, StoreError> {
+        Self::open_with(root, node_dir, false)
+    }
+
+    /// [`ManagedDir::open`], creating missing components (0755, each fsynced into its parent).
+    pub fn open_or_create(root: &NodeRoot, node_dir: &Path) -> Result<ManagedDir, StoreError> {
+        Self::open_with(root, node_dir, true)
+    }
+
+    fn open_with(root: &NodeRoot, node_dir: &Path, create: bool) -> Result<ManagedDir, StoreError> {
         let host = root.host_path(node_dir);
         let node = Path::new("/").join(paths::normalize(paths::relative(node_dir)));
         let io = |op, e: Errno| StoreError::io(&host, op, errno(e));
@@ -96,14 +105,15 @@ impl ManagedDir {
         };
         let fd = match open_in_root(rel) {
             Ok(fd) => fd,
-            Err(Errno::NOENT) => {
+            Err(Errno::NOENT) if create => {
                 // mkdir -p, one component at a time, each relative to its opened parent.
                 let mut cur = open_in_root(Path::new("")).map_err(|e| io("open", e))?;
                 let mut sofar = PathBuf::new();
                 for c in rel.components() {
                     sofar.push(c);
                     match rustix::fs::mkdirat(&cur, c.as_os_str(), Mode::from_raw_mode(0o755)) {
-                        Ok(()) | Err(Errno::EXIST) => {}
+                        Ok(()) => rustix::fs::fsync(&cur).map_err(|e| io("fsync directory", e))?,
+                        Err(Errno::EXIST) => {}
                         Err(e) => return Err(io("create directory", e)),
                     }
                     cur = open_in_root(&sofar).map_err(|e| io("open", e))?;
@@ -171,10 +181,23 @@ impl ManagedDir {
     /// Open `name` for reading, following symlinks only while they stay beneath this
     /// directory. A link that leaves it is a [`StoreError::SymlinkEscape`].
     pub fn open_beneath(&self, name: &str) -> Result<(std::fs::File, Stat), StoreError> {
+        self.open_beneath_with(name, OFlags::RDONLY | OFlags::NOCTTY | OFlags::NONBLOCK)
+    }
+
+    /// The metadata of `name` (beneath this directory), without needing read permission.
+    pub fn stat_beneath(&self, name: &str) -> Result<Stat, StoreError> {
+        self.open_beneath_with(name, OFlags::PATH).map(|(_, st)| st)
+    }
+
+    fn open_beneath_with(
+        &self,
+        name: &str,
+        flags: OFlags,
+    ) -> Result<(std::fs::File, Stat), StoreError> {
         let fd = rustix::fs::openat2(
             &self.fd,
             name,
-            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK,
+            flags | OFlags::CLOEXEC,
             Mode::empty(),
             ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
         )
@@ -388,14 +411,19 @@ impl ManagedDir {
     }
 
     /// Remove what interrupted operations left behind (temporary files, links, directories).
-    /// Safe because we hold the directory lock: no one else is writing here.
-    pub fn remove_temps(&self) -> Result<(), StoreError> {
-        for name in self.list()? {
-            if name.starts_with(TEMP_PREFIX) {
-                self.remove_tree_now(&name)?;
-            }
-        }
-        Ok(())
+    /// Safe because we hold the directory lock: no one else is writing here. Best effort: a
+    /// leftover that cannot be removed (say, someone put a directory inside one) must not
+    /// block installs; it is reported by the returned list.
+    pub fn remove_temps(&self) -> Vec<StoreError> {
+        let names = match self.list() {
+            Ok(n) => n,
+            Err(e) => return vec![e],
+        };
+        names
+            .iter()
+            .filter(|n| n.starts_with(TEMP_PREFIX))
+            .filter_map(|n| self.remove_tree_now(n).err())
+            .collect()
     }
 }
 

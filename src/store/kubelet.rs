@@ -62,9 +62,20 @@ pub fn install(
     now: OffsetDateTime,
     keep: u32,
 ) -> Result<Installed, StoreError> {
-    dir.remove_temps()?;
-    let current = current_file(dir, base)?;
-    let stamps: Vec<String> = versions(dir, base)?.into_iter().map(|v| v.stamp).collect();
+    let _ = dir.remove_temps();
+    let mut current = current_file(dir, base)?;
+    let mut stamps: Vec<String> = versions(dir, base)?.into_iter().map(|v| v.stamp).collect();
+    // A plain `NAME-current.pem` (not kubelet's layout) is kept as a version first, so that
+    // a rollback can return to it; the link then replaces it in one rename.
+    let link = naming::kubelet_current(base);
+    if let Entry::File(st) = dir.entry(&link)? {
+        let (old, _) = dir.read_beneath(&link)?;
+        let stamp = naming::next_kubelet_stamp(now, &stamps);
+        let file = naming::kubelet_version(base, &stamp);
+        dir.write_atomic(&file, &old, FileSpec::of(&st), true)?;
+        stamps.push(stamp);
+        current = Some(file);
+    }
     let spec = match &current {
         Some(f) => match dir.entry(f)? {
             Entry::File(st) => FileSpec::of(&st),
@@ -106,7 +117,7 @@ pub fn install(
 
 /// Point `NAME-current.pem` back at the newest version older than the current one.
 pub fn rollback(dir: &ManagedDir, base: &str) -> Result<Version, StoreError> {
-    dir.remove_temps()?;
+    let _ = dir.remove_temps();
     let link = naming::kubelet_current(base);
     let versions = versions(dir, base)?;
     let current = versions

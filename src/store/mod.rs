@@ -80,9 +80,9 @@ impl Store {
         new_file: FileSpec,
     ) -> Result<(), StoreError> {
         let (dir, name) = self.split(path)?;
-        let dir = ManagedDir::open(&self.root, &dir)?;
+        let dir = ManagedDir::open_or_create(&self.root, &dir)?;
         dir.check_name(&name)?;
-        dir.remove_temps()?;
+        let _ = dir.remove_temps();
         let spec = match dir.entry(&name)? {
             Entry::Missing => new_file,
             Entry::File(st) => FileSpec::of(&st),
@@ -123,7 +123,7 @@ impl Store {
     ) -> Result<Installed, StoreError> {
         let (dir, names) = self.pair_names(cert, key)?;
         check_material(&self.root.host_path(cert), cert_pem, key_pem)?;
-        let dir = ManagedDir::open(&self.root, &dir)?;
+        let dir = ManagedDir::open_or_create(&self.root, &dir)?;
         pair::install(&dir, &names, cert_pem, key_pem, now, self.history)
     }
 
@@ -139,7 +139,7 @@ impl Store {
     ) -> Result<Installed, StoreError> {
         let link = dir.join(naming::kubelet_current(name));
         check_material(&self.root.host_path(&link), cert_pem, key_pem)?;
-        let dir = ManagedDir::open(&self.root, dir)?;
+        let dir = ManagedDir::open_or_create(&self.root, dir)?;
         dir.check_name(name)?;
         let mut pem = cert_pem.to_vec();
         if !pem.ends_with(b"\n") {

@@ -106,7 +106,7 @@ pub fn install(
     now: OffsetDateTime,
     keep: u32,
 ) -> Result<Installed, StoreError> {
-    dir.remove_temps()?;
+    let _ = dir.remove_temps();
     let PairNames { stem, cert, key } = names;
     let data_link = naming::pair_data_link(stem);
     let pc = public(dir, stem, cert)?;
@@ -147,8 +147,8 @@ pub fn install(
     }
 
     // Modes and owners of the files being replaced, or the defaults.
-    let spec_of = |file: &str, default: FileSpec| match dir.open_beneath(file) {
-        Ok((_, st)) => Ok(FileSpec::of(&st)),
+    let spec_of = |file: &str, default: FileSpec| match dir.stat_beneath(file) {
+        Ok(st) => Ok(FileSpec::of(&st)),
         Err(StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
             Ok(default)
         }
@@ -199,7 +199,7 @@ pub fn install(
 
 /// Switch the pair back to the newest version older than the current one.
 pub fn rollback(dir: &ManagedDir, names: &PairNames) -> Result<Version, StoreError> {
-    dir.remove_temps()?;
+    let _ = dir.remove_temps();
     let data_link = naming::pair_data_link(&names.stem);
     let current = current_stamp(dir, &names.stem)?.ok_or_else(|| StoreError::NoCurrent {
         path: dir.host_path(&names.cert),
