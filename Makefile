@@ -18,9 +18,12 @@ test-deps:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --all-targets --features failpoints -- -D warnings
 
 test: test-deps lint
 	$(CARGO) test --workspace --lib --bins --tests
+	# Crash windows: the store's failpoints between write, fsync, swap and prune.
+	$(CARGO) test --features failpoints --test store_failpoints
 
 demo:
 	scripts/demo.sh

@@ -131,31 +131,17 @@ pub async fn rotate(
     let policy = RenewalPolicy::from_config(&config.renewal);
     let wanted = |n: &str| names.is_empty() || names.iter().any(|x| x == n);
     let mut out = Vec::new();
-    for c in config
-        .certificates
-        .iter()
-        .filter(|c| wanted(&c.name))
-        .cloned()
-    {
-        let (root, store) = (root.clone(), store.clone());
-        // Key generation (RSA-4096: most of a second) must not stall the daemon's loop.
-        let o = tokio::task::spawn_blocking(move || {
-            rotate_certificate(&root, &store, &policy, &c, req)
-        })
-        .await;
-        out.push(o.unwrap_or_else(|e| panic!("rotation task panicked: {e}")));
+    for c in config.certificates.iter().filter(|c| wanted(&c.name)) {
+        let (root, store, c) = (root.clone(), store.clone(), c.clone());
+        let (name, path) = (c.name.clone(), c.cert.clone());
+        let task = move || rotate_certificate(&root, &store, &policy, &c, req);
+        out.push(blocking(name, path, task).await);
     }
-    for k in config
-        .kubeconfigs
-        .iter()
-        .filter(|k| wanted(&k.name))
-        .cloned()
-    {
-        let (root, store) = (root.clone(), store.clone());
-        let o =
-            tokio::task::spawn_blocking(move || rotate_kubeconfig(&root, &store, &policy, &k, req))
-                .await;
-        out.push(o.unwrap_or_else(|e| panic!("rotation task panicked: {e}")));
+    for k in config.kubeconfigs.iter().filter(|k| wanted(&k.name)) {
+        let (root, store, k) = (root.clone(), store.clone(), k.clone());
+        let (name, path) = (k.name.clone(), k.path.clone());
+        let task = move || rotate_kubeconfig(&root, &store, &policy, &k, req);
+        out.push(blocking(name, path, task).await);
     }
     if let Some(spec) = &config.kubelet {
         let node = Node {
@@ -172,6 +158,27 @@ pub async fn rotate(
         }
     }
     out
+}
+
+/// Run a local-CA rotation off the async threads: key generation (RSA-4096: most of a
+/// second) must not stall the daemon's loop.
+async fn blocking(
+    name: String,
+    path: PathBuf,
+    task: impl FnOnce() -> Outcome + Send + 'static,
+) -> Outcome {
+    match tokio::task::spawn_blocking(task).await {
+        Ok(o) => o,
+        Err(e) => Outcome {
+            name,
+            path,
+            action: Action::Failed(format!("internal error: the rotation task failed: {e}")),
+            before: None,
+            after: None,
+            warnings: vec![],
+            detail: None,
+        },
+    }
 }
 
 /// A kubelet certificate: bootstrap or renew through a CSR.
