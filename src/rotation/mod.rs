@@ -217,28 +217,9 @@ pub async fn rotate_kubelet(
     };
     let path = node.current_pem(kind);
     let mut out = outcome(kind.name(), &path, &current, Action::Failed(String::new()));
-    let revoked = revoked_by(revs, &current);
-    let reason = match decide(
-        &current,
-        req.forced,
-        revoked,
-        req.repair_only,
-        policy,
-        req.now,
-    ) {
-        Decision::Rotate(r) => r,
-        Decision::Keep(next) => {
-            return Outcome {
-                action: Action::Kept { next },
-                ..out
-            }
-        }
-        Decision::ClockBehind(nb) => {
-            return Outcome {
-                action: Action::ClockBehind { not_before: nb },
-                ..out
-            }
-        }
+    let reason = match reason_to_rotate(&current, revs, policy, req) {
+        Ok(r) => r,
+        Err(action) => return Outcome { action, ..out },
     };
     // What the CSR will ask for: a revocation matching that would match the new one too.
     let (dns, ips) = match kind {
@@ -312,6 +293,28 @@ fn blocked_by(revs: &[Entry], future: &Identity, now: OffsetDateTime) -> Option<
             rfc3339(now)
         ),
     })
+}
+
+/// Why to rotate now, or the outcome when not: valid and not yet due, or a clock behind.
+fn reason_to_rotate(
+    current: &Current,
+    revs: &[Entry],
+    policy: &RenewalPolicy,
+    req: Request,
+) -> Result<Reason, Action> {
+    let revoked = revoked_by(revs, current);
+    match decide(
+        current,
+        req.forced,
+        revoked,
+        req.repair_only,
+        policy,
+        req.now,
+    ) {
+        Decision::Rotate(r) => Ok(r),
+        Decision::Keep(next) => Err(Action::Kept { next }),
+        Decision::ClockBehind(not_before) => Err(Action::ClockBehind { not_before }),
+    }
 }
 
 /// What a certificate issued now from `leaf` would show a revocation rule.
@@ -512,28 +515,9 @@ pub fn rotate_certificate(
         &current,
         Action::Failed(String::new()),
     );
-    let revoked = revoked_by(revs, &current);
-    let reason = match decide(
-        &current,
-        req.forced,
-        revoked,
-        req.repair_only,
-        policy,
-        req.now,
-    ) {
-        Decision::Rotate(r) => r,
-        Decision::Keep(next) => {
-            return Outcome {
-                action: Action::Kept { next },
-                ..out
-            }
-        }
-        Decision::ClockBehind(nb) => {
-            return Outcome {
-                action: Action::ClockBehind { not_before: nb },
-                ..out
-            }
-        }
+    let reason = match reason_to_rotate(&current, revs, policy, req) {
+        Ok(r) => r,
+        Err(action) => return Outcome { action, ..out },
     };
     let result = (|| -> Result<Outcome, String> {
         let ca = load_ca(root, &spec.ca, req.now)?;
@@ -677,28 +661,9 @@ pub fn rotate_kubeconfig(
         &current,
         Action::Failed(String::new()),
     );
-    let revoked = revoked_by(revs, &current);
-    let reason = match decide(
-        &current,
-        req.forced,
-        revoked,
-        req.repair_only,
-        policy,
-        req.now,
-    ) {
-        Decision::Rotate(r) => r,
-        Decision::Keep(next) => {
-            return Outcome {
-                action: Action::Kept { next },
-                ..out
-            }
-        }
-        Decision::ClockBehind(nb) => {
-            return Outcome {
-                action: Action::ClockBehind { not_before: nb },
-                ..out
-            }
-        }
+    let reason = match reason_to_rotate(&current, revs, policy, req) {
+        Ok(r) => r,
+        Err(action) => return Outcome { action, ..out },
     };
     let result = (|| -> Result<Outcome, String> {
         let ca = load_ca(root, &spec.ca, req.now)?;
