@@ -261,16 +261,7 @@ pub fn issue(
             Usage::ClientAuth => ExtendedKeyUsagePurpose::ClientAuth,
         })
         .collect();
-    for d in &spec.dns_names {
-        let name = d
-            .as_str()
-            .try_into()
-            .map_err(|e| format!("DNS name {d:?}: {e}"))?;
-        params.subject_alt_names.push(SanType::DnsName(name));
-    }
-    params
-        .subject_alt_names
-        .extend(spec.ip_addresses.iter().map(|ip| SanType::IpAddress(*ip)));
+    params.subject_alt_names = subject_alt_names(&spec.dns_names, &spec.ip_addresses)?;
 
     let issuer = Issuer::from_ca_cert_der(&ca.cert.der.clone().into(), &ca.key)
         .map_err(|e| format!("CA certificate cannot be used to issue: {e}"))?;
@@ -320,6 +311,20 @@ pub fn verify_issued(
         return Err("issued certificate's signature does not verify with the CA key".into());
     }
     Ok(())
+}
+
+/// SAN entries for host names and IP addresses (shared with CSRs).
+pub fn subject_alt_names(dns: &[String], ips: &[IpAddr]) -> Result<Vec<SanType>, String> {
+    let mut sans = Vec::new();
+    for d in dns {
+        let name = d
+            .as_str()
+            .try_into()
+            .map_err(|e| format!("DNS name {d:?}: {e}"))?;
+        sans.push(SanType::DnsName(name));
+    }
+    sans.extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
+    Ok(sans)
 }
 
 fn is_rsa(key: &KeyPair) -> bool {
