@@ -539,3 +539,47 @@ fn a_revoked_kubelet_serving_certificate_is_replaced() {
     );
     assert_ne!(openssl::view(&resolved(&s.node, SERVING_PEM)).serial, old);
 }
+
+/// `revocation.cluster: true`: RenewRevocation objects in kube-system, read with the node's
+/// certificate, revoke like files do.
+#[test]
+fn renew_revocation_objects_in_the_cluster_are_honoured() {
+    let s = setup_with("30s", false);
+    let cfg = s.node.path("/etc/kube-cert-agent/config.yaml");
+    let base = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, format!("{base}revocation: {{cluster: true}}\n")).unwrap();
+    assert_eq!(
+        s.node.agent(&["rotate", "kubelet-client"]).status.code(),
+        Some(0)
+    );
+    let old = openssl::view(&resolved(&s.node, CLIENT_PEM)).serial;
+    s.api.set_renew_revocations(vec![serde_json::json!({
+        "apiVersion": "certificates.microsoft.com/v1",
+        "kind": "RenewRevocation",
+        "metadata": {"name": "from-the-cluster", "namespace": "kube-system"},
+        "spec": {"revocations": [{"kind": "serialnumber", "serialNumber": old}]}
+    })]);
+    let out = s.node.agent(&["rotate"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("kubelet-client: rotated (revoked by from-the-cluster/0 (serialnumber")
+            && text(&out).contains("in cluster kube-system/renewrevocations"),
+        "{}",
+        text(&out)
+    );
+    assert_ne!(openssl::view(&resolved(&s.node, CLIENT_PEM)).serial, old);
+    let listed = s
+        .api
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.path.ends_with("/namespaces/kube-system/renewrevocations")
+                && r.user == "system:node:node-1"
+        })
+        .count();
+    assert!(
+        listed >= 1,
+        "listed with the node's certificate: {:?}",
+        s.api.requests()
+    );
+}

@@ -203,7 +203,7 @@ impl Node<'_> {
 
     /// The node's client certificate, with the endpoint of kubelet.conf (or, before the
     /// first one was written, of the bootstrap kubeconfig).
-    fn mtls(&self) -> Result<Option<(Endpoint, Credentials)>, String> {
+    pub fn mtls(&self) -> Result<Option<(Endpoint, Credentials)>, String> {
         let Some(_) = self.current(KubeletCert::Client).ok().flatten() else {
             return Ok(None);
         };

@@ -2,6 +2,7 @@
 //! or suffix, and IP, with an optional `notBefore`. Matching certificates are re-issued at
 //! once; an entry that would also match the replacement blocks instead of looping.
 
+pub mod cluster;
 pub mod crl;
 pub mod parse;
 
@@ -9,7 +10,7 @@ use std::net::IpAddr;
 
 use time::OffsetDateTime;
 
-pub use parse::{load_dir, parse_documents, Loaded};
+pub use parse::{load_dir, parse_documents, parse_values, Loaded};
 
 use crate::pki::CertInfo;
 

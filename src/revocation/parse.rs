@@ -21,17 +21,21 @@ pub struct Loaded {
 
 /// Parse every document in `text` (several may be separated by `---`).
 pub fn parse_documents(source: &str, text: &str) -> Loaded {
-    let mut out = Loaded::default();
-    let docs: Vec<Value> = match serde_saphyr::from_str_multiple::<Value, Vec<Value>>(text) {
-        Ok(d) => d,
-        Err(e) => {
-            out.errors.push(format!(
+    match serde_saphyr::from_str_multiple::<Value, Vec<Value>>(text) {
+        Ok(docs) => parse_values(source, &docs),
+        Err(e) => Loaded {
+            entries: vec![],
+            errors: vec![format!(
                 "{source}: {}",
                 crate::config::render_yaml_error(&e)
-            ));
-            return out;
-        }
-    };
+            )],
+        },
+    }
+}
+
+/// Documents already parsed (YAML files, or the items of a list from the API server).
+pub fn parse_values(source: &str, docs: &[Value]) -> Loaded {
+    let mut out = Loaded::default();
     for (d, doc) in docs.iter().enumerate() {
         if doc.is_null() {
             continue; // an empty document (a trailing ---)
