@@ -260,7 +260,17 @@ impl Agent {
         let (fs_tx, mut fs_rx) = mpsc::unbounded_channel::<Vec<PathBuf>>();
         let mut watcher =
             ::notify::recommended_watcher(move |res: ::notify::Result<::notify::Event>| {
-                let _ = fs_tx.send(res.map(|e| e.paths).unwrap_or_default());
+                match res {
+                    // Opening and reading (ours: every rescan reads every file) change nothing.
+                    Ok(e) if matches!(e.kind, ::notify::EventKind::Access(_)) => {}
+                    Ok(e) => {
+                        let _ = fs_tx.send(e.paths);
+                    }
+                    // An overflowed queue or a watch error: rescan everything.
+                    Err(_) => {
+                        let _ = fs_tx.send(vec![]);
+                    }
+                }
             })
             .map_err(|e| Fatal::failure(anyhow::anyhow!("inotify: {e}")))?;
         let mut watched: Vec<PathBuf> = vec![];
