@@ -252,9 +252,12 @@ impl Runner {
 
 async fn dbus_job(bus: &zbus::Connection, verb: &str, unit: &str) -> Result<String, String> {
     let m = ManagerProxy::new(bus).await.map_err(|e| e.to_string())?;
-    m.subscribe()
-        .await
-        .map_err(|e| format!("D-Bus Subscribe: {e}"))?;
+    // Subscribe once per connection; systemd answers AlreadySubscribed after that.
+    match m.subscribe().await {
+        Ok(()) => {}
+        Err(e) if e.to_string().contains("AlreadySubscribed") => {}
+        Err(e) => return Err(format!("D-Bus Subscribe: {e}")),
+    }
     // Listen before asking, so that a fast job's JobRemoved is not missed.
     let mut removed = m
         .receive_job_removed()
