@@ -341,6 +341,7 @@ impl Agent {
                 }
                 _ = tokio::time::sleep(nap) => {
                     let now = OffsetDateTime::now_utc();
+                    tracing::debug!("woke for {why:?} (due {})", rfc3339(at));
                     if now >= at {
                         match why {
                             schedule::WakeFor::Actions => {
@@ -580,6 +581,7 @@ impl Agent {
                 ),
             }
         }
+        tracing::debug!("rescan after events on {paths:?}");
         let before = self.seen.clone();
         let scan = self.rescan().await;
         let mut changed = vec![];

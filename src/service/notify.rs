@@ -17,8 +17,15 @@ pub fn ready(status: &str) {
     send(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
+/// STATUS= only when it changed: every message is a wake-up for PID 1 (and a send that
+/// can block while the manager's socket buffer is full).
 pub fn status(status: &str) {
-    send(&[NotifyState::Status(status)]);
+    static LAST: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    if *last != status {
+        *last = status.to_string();
+        send(&[NotifyState::Status(status)]);
+    }
 }
 
 /// RELOADING=1 with MONOTONIC_USEC (systemd 253+ wants it; older ones ignore it).

@@ -10,7 +10,9 @@ use super::NodeTree;
 
 pub struct Daemon {
     pub child: Child,
-    pub notify: UnixDatagram,
+    /// Messages read by a thread that drains the socket at once (a full socket buffer
+    /// would block the daemon's sd_notify send, as it would under a stuck systemd).
+    pub notify: std::sync::mpsc::Receiver<String>,
     pub log: PathBuf,
     /// Every sd_notify message received so far, in order.
     pub messages: Vec<String>,
@@ -22,7 +24,32 @@ impl Daemon {
     pub fn start(node: &NodeTree, env: &[(&str, &str)]) -> Daemon {
         let sock_dir = tempfile::tempdir().unwrap();
         let sock = sock_dir.path().join("notify.sock");
-        let notify = UnixDatagram::bind(&sock).expect("bind the notify socket");
+        let socket = UnixDatagram::bind(&sock).expect("bind the notify socket");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let (tx, notify) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 4096];
+            loop {
+                match socket.recv(&mut buf) {
+                    Ok(n) => {
+                        if tx
+                            .send(String::from_utf8_lossy(&buf[..n]).into_owned())
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    // Timeout: stop once the Daemon (the receiver) is gone.
+                    Err(_) => {
+                        if tx.send(String::new()).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
         let log = node.root().join("daemon.log");
         let mut cmd = super::agent_cmd();
         cmd.arg("--root")
@@ -72,29 +99,36 @@ impl Daemon {
 
     pub fn try_wait_notify(&mut self, what: &str, timeout: Duration) -> Option<String> {
         let end = Instant::now() + timeout;
-        let mut buf = vec![0u8; 4096];
         loop {
             let left = end.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return None;
             }
-            // Short reads, so that a daemon that died is seen at once.
-            let slice = left.min(Duration::from_millis(250));
-            self.notify.set_read_timeout(Some(slice)).unwrap();
-            match self.notify.recv(&mut buf) {
-                Ok(n) => {
-                    let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+            match self
+                .notify
+                .recv_timeout(left.min(Duration::from_millis(250)))
+            {
+                Ok(m) if m.is_empty() => {}
+                Ok(m) => {
                     self.messages.push(m.clone());
                     if m.lines().any(|l| l == what || l.starts_with(what)) {
                         return Some(m);
                     }
                 }
-                Err(_) => {
-                    if let Ok(Some(st)) = self.child.try_wait() {
-                        eprintln!("the daemon exited ({st}) while waiting for {what:?}");
-                        return None;
+                Err(_) => {}
+            }
+            // A daemon that died is seen at once (after what it sent was read).
+            if let Ok(Some(st)) = self.child.try_wait() {
+                while let Ok(m) = self.notify.try_recv() {
+                    if !m.is_empty() {
+                        self.messages.push(m.clone());
+                        if m.lines().any(|l| l == what || l.starts_with(what)) {
+                            return Some(m);
+                        }
                     }
                 }
+                eprintln!("the daemon exited ({st}) while waiting for {what:?}");
+                return None;
             }
         }
     }
