@@ -260,3 +260,43 @@ fn a_deleted_kubelet_client_current_link_is_repaired_through_the_api_server() {
         "{log}"
     );
 }
+
+#[test]
+fn a_failed_action_is_logged_retried_and_shown_by_status() {
+    // On this host there is no systemd to talk to (no system bus; systemctl fails):
+    // the restart fails with systemctl's own words and stays pending.
+    if std::path::Path::new("/run/systemd/system").exists() {
+        eprintln!("SKIP: this host runs systemd; the failure would not happen");
+        return;
+    }
+    let node = tree(&["apiserver"], "ecdsa-p256", "[{restart: nothere.service}]");
+    let mut d = Daemon::start(&node, &[]);
+    d.wait_notify("READY=1", T);
+    let log = d.log_text();
+    assert!(
+        log.contains("ERROR") && log.contains("ACTION=restart nothere.service"),
+        "{log}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&node.agent(&["status", "--output", "json"]).stdout).unwrap();
+    let pending = &v["state"]["pendingActions"][0];
+    assert_eq!(pending["action"], "restart nothere.service", "{v}");
+    assert_eq!(pending["certificates"][0], "apiserver");
+    assert!(
+        pending["error"]
+            .as_str()
+            .unwrap()
+            .contains("nothere.service"),
+        "{v}"
+    );
+    // Retried with backoff: a second attempt is logged (at most ~1 s later).
+    let retried = wait_until(Duration::from_secs(10), || {
+        count(&d.log_text(), "ACTION=restart nothere.service") >= 2
+    });
+    assert!(retried.is_some(), "{}", d.log_text());
+    let table = String::from_utf8_lossy(&node.agent(&["status"]).stdout).into_owned();
+    assert!(
+        table.contains("pending action restart nothere.service for apiserver"),
+        "{table}"
+    );
+}
