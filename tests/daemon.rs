@@ -300,3 +300,25 @@ fn a_failed_action_is_logged_retried_and_shown_by_status() {
         "{table}"
     );
 }
+
+#[test]
+fn a_dangling_link_found_at_start_up_is_repaired_before_ready() {
+    let node = tree(&["apiserver"], "ecdsa-p256", "[]");
+    let mut d = Daemon::start(&node, &[]);
+    d.wait_notify("READY=1", T);
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(T), Some(0));
+    drop(d);
+    // The versioned directory behind `..apiserver.data` is gone: both links dangle.
+    let pki = node.path(PKI);
+    let data = std::fs::read_link(pki.join("..apiserver.data")).unwrap();
+    std::fs::remove_dir_all(pki.join(&data)).unwrap();
+    assert!(serial_of(&pki.join("apiserver.crt")).is_none());
+    let mut d = Daemon::start(&node, &[]);
+    d.wait_notify("READY=1", T);
+    assert!(key_matches(
+        &pki.join("apiserver.crt"),
+        &pki.join("apiserver.key")
+    ));
+    assert!(d.log_text().contains("dangling"), "{}", d.log_text());
+}
