@@ -4,6 +4,9 @@ set -euo pipefail
 need=()
 command -v openssl >/dev/null || need+=(openssl)
 command -v setpriv >/dev/null || need+=(util-linux)
+# The daemon's systemd tests: systemd as PID 1 in systemd-sandbox, and a system bus for D-Bus.
+[[ -x /lib/systemd/systemd ]] || need+=(systemd)
+command -v dbus-daemon >/dev/null || need+=(dbus)
 if ((${#need[@]})); then
   [[ $(id -u) == 0 ]] || { echo "install-test-deps: need root to install: ${need[*]}" >&2; exit 1; }
   apt-get update -qq
