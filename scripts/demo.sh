@@ -11,7 +11,12 @@ rm -rf "$NODE"
 mkdir -p "$NODE"/etc/kubernetes/pki/etcd "$NODE"/var/lib/kubelet/pki "$NODE"/etc/kube-cert-agent
 WORK=$(mktemp -d)
 STANDIN_PID=
-cleanup() { [[ -n $STANDIN_PID ]] && kill "$STANDIN_PID" 2>/dev/null; rm -rf "$WORK"; }
+RUN_PID=
+cleanup() {
+  [[ -n $RUN_PID ]] && kill "$RUN_PID" 2>/dev/null
+  [[ -n $STANDIN_PID ]] && kill "$STANDIN_PID" 2>/dev/null
+  rm -rf "$WORK"
+}
 trap cleanup EXIT
 PKI=$NODE/etc/kubernetes/pki
 q() { openssl "$@" 2>/dev/null; }
@@ -200,5 +205,34 @@ echo
 echo "kubelet.conf written by the agent:"
 sed 's/certificate-authority-data: .*/certificate-authority-data: .../; s/^/  /' "$NODE/etc/kubernetes/kubelet.conf"
 ls -l "$NODE/var/lib/kubelet/pki" | sed 's/^/  /'
+
+step "The daemon: kube-cert-agent run   (what kube-cert-agent.service starts)"
+"$AGENT" --root "$NODE" run > "$WORK/run.log" 2>&1 &
+RUN_PID=$!
+for _ in $(seq 100); do "$AGENT" --root "$NODE" status > /dev/null 2>&1 && break; sleep 0.1; done
+"$AGENT" --root "$NODE" status
+serial() { openssl x509 -noout -serial -in "$PKI/apiserver.crt" | cut -d= -f2; }
+BEFORE=$(serial)
+echo
+echo "\$ kill -HUP $RUN_PID      # what 'systemctl reload kube-cert-agent' does: rotate everything now"
+kill -HUP "$RUN_PID"
+sleep 0.5
+"$AGENT" --root "$NODE" status | head -1
+# The forced rotation includes the kubelet serving certificate: approve its CSR as an admin would.
+for _ in $(seq 150); do
+  grep -q 'kubelet-serving: rotated' "$WORK/run.log" && break
+  if command -v kubectl > /dev/null; then
+    for csr in $(kubectl --kubeconfig "$ADMIN" get csr --no-headers 2>/dev/null | awk '/Pending/ {print $1}'); do
+      kubectl --kubeconfig "$ADMIN" certificate approve "$csr"
+    done
+  fi
+  sleep 0.1
+done
+echo "apiserver serial: $BEFORE -> $(serial)"
+"$AGENT" --root "$NODE" status
+kill -TERM "$RUN_PID"; wait "$RUN_PID" || true; RUN_PID=
+echo
+echo "The daemon's log (to journald under systemd: journalctl -u kube-cert-agent):"
+sed 's/^/  /' "$WORK/run.log" | tail -25
 echo
 echo "The tree stays in $NODE for you to explore; 'make clean' removes it."

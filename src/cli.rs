@@ -142,7 +142,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Fatal> {
         }
         Command::Run => crate::agent::run(root, cli.config.as_deref()),
         Command::Status { output } => {
-            let running = crate::service::control::running(&root);
+            let running = crate::service::control::probe(&root);
             let state = crate::service::state::read(&root)
                 .map_err(|e| Fatal::failure(anyhow::anyhow!(e)))?;
             let text = match output {

@@ -124,14 +124,43 @@ pub fn ask(root: &NodeRoot, req: &Request, timeout: Option<Duration>) -> io::Res
     ))
 }
 
-/// The pid of the running daemon, if one answers `ping`.
-pub fn running(root: &NodeRoot) -> Option<u32> {
+/// Whether a daemon is there, as the control socket tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Daemon {
+    /// Answered `ping` with its pid.
+    Running(u32),
+    /// Accepted the connection but did not answer in time: a daemon is bound to the socket
+    /// and busy in a rotation cycle (a kubelet CSR waiting for approval, for instance). A
+    /// stale socket file refuses connections instead.
+    Busy,
+    Absent,
+}
+
+pub fn probe(root: &NodeRoot) -> Daemon {
     match ask(root, &Request::Ping, Some(Duration::from_secs(2))) {
         Ok(Some(r)) => r
             .lines
             .first()
             .and_then(|l| l.strip_prefix("pong "))
-            .and_then(|p| p.trim().parse().ok()),
+            .and_then(|p| p.trim().parse().ok())
+            .map_or(Daemon::Absent, Daemon::Running),
+        Ok(None) => Daemon::Absent,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            Daemon::Busy
+        }
+        Err(_) => Daemon::Absent,
+    }
+}
+
+/// The pid of the running daemon, if one answers `ping`.
+pub fn running(root: &NodeRoot) -> Option<u32> {
+    match probe(root) {
+        Daemon::Running(pid) => Some(pid),
         _ => None,
     }
 }
@@ -139,11 +168,21 @@ pub fn running(root: &NodeRoot) -> Option<u32> {
 /// Bind the socket: refuse when another daemon answers on it, replace a stale one, 0600.
 pub fn bind(root: &NodeRoot) -> Result<tokio::net::UnixListener, String> {
     let path = socket_path(root);
-    if let Some(pid) = running(root) {
-        return Err(format!(
-            "{}: another daemon (pid {pid}) is running on this node",
-            path.display()
-        ));
+    match probe(root) {
+        Daemon::Running(pid) => {
+            return Err(format!(
+                "{}: another daemon (pid {pid}) is running on this node",
+                path.display()
+            ))
+        }
+        // Removing a busy daemon's socket would cut it off: refuse as well.
+        Daemon::Busy => {
+            return Err(format!(
+                "{}: another daemon is running on this node (busy)",
+                path.display()
+            ))
+        }
+        Daemon::Absent => {}
     }
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;

@@ -2,6 +2,7 @@
 //! next deadline of each certificate, and dependents' actions still pending. Written
 //! atomically (`Store::write_file`) after every cycle; read by `kube-cert-agent status`.
 
+use super::control::Daemon;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -74,10 +75,11 @@ pub fn read(root: &NodeRoot) -> Result<Option<State>, String> {
 }
 
 /// `status --output table`.
-pub fn render_table(state: Option<&State>, running: Option<u32>) -> String {
-    let mut out = match running {
-        Some(pid) => format!("daemon: running (pid {pid})\n"),
-        None => "daemon: not running\n".to_string(),
+pub fn render_table(state: Option<&State>, daemon: Daemon) -> String {
+    let mut out = match daemon {
+        Daemon::Running(pid) => format!("daemon: running (pid {pid})\n"),
+        Daemon::Busy => "daemon: running, busy in a rotation cycle (a CSR may be waiting for approval); the state below is from before it\n".to_string(),
+        Daemon::Absent => "daemon: not running\n".to_string(),
     };
     let Some(s) = state else {
         out.push_str("no state yet: the daemon has not completed a cycle\n");
@@ -147,10 +149,11 @@ pub fn render_table(state: Option<&State>, running: Option<u32>) -> String {
 }
 
 /// `status --output json`: the state plus `running` and `pid` of the live daemon.
-pub fn render_json(state: Option<&State>, running: Option<u32>) -> String {
+pub fn render_json(state: Option<&State>, daemon: Daemon) -> String {
     let v = serde_json::json!({
-        "running": running.is_some(),
-        "pid": running,
+        "running": daemon != Daemon::Absent,
+        "busy": daemon == Daemon::Busy,
+        "pid": match daemon { Daemon::Running(pid) => Some(pid), _ => None },
         "state": state,
     });
     serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
