@@ -20,11 +20,13 @@ INSTALL ?= install
 INSTALL_PROGRAM ?= $(INSTALL) -m 0755
 # Packages strip the staged binary (Debian policy; rpm builds no debuginfo from it).
 STRIP_BIN = strip --strip-unneeded --remove-section=.comment --remove-section=.note
-GEN := target/gen
+# cargo's target directory (cargo-deb resolves the `target/...` asset paths against it too).
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
+GEN := $(TARGET_DIR)/gen
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 # The staged trees both packages are built from.
-DEB_STAGE := $(CURDIR)/target/pkgroot/deb
-RPM_STAGE := $(CURDIR)/target/pkgroot/rpm
+DEB_STAGE := $(TARGET_DIR)/pkgroot/deb
+RPM_STAGE := $(TARGET_DIR)/pkgroot/rpm
 
 all: build
 
@@ -76,7 +78,7 @@ install: build man completions
 		$(DESTDIR)$(SYSCONFDIR)/kube-cert-agent/revocations.d \
 		$(DESTDIR)$(DATADIR)/kube-cert-agent/crds $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(DOCDIR) \
 		$(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) $(DESTDIR)$(FISHCOMPDIR)
-	$(INSTALL_PROGRAM) target/release/kube-cert-agent $(DESTDIR)$(BINDIR)/kube-cert-agent
+	$(INSTALL_PROGRAM) $(TARGET_DIR)/release/kube-cert-agent $(DESTDIR)$(BINDIR)/kube-cert-agent
 	sed 's|/usr/bin/kube-cert-agent|$(BINDIR)/kube-cert-agent|' systemd/kube-cert-agent.service \
 		> $(DESTDIR)$(UNITDIR)/kube-cert-agent.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/kube-cert-agent.service
@@ -104,12 +106,12 @@ deb:
 # Output: target/rpm/RPMS/<arch>/kube-cert-agent-*.rpm
 rpm:
 	@command -v rpmbuild >/dev/null || { echo "make rpm: needs rpmbuild (apt-get install rpm)" >&2; exit 1; }
-	rm -rf $(RPM_STAGE) target/rpm
+	rm -rf $(RPM_STAGE) $(TARGET_DIR)/rpm
 	$(MAKE) install DESTDIR=$(RPM_STAGE) PREFIX=/usr UNITDIR=/usr/lib/systemd/system \
 		ZSHCOMPDIR=/usr/share/zsh/site-functions
 	$(STRIP_BIN) $(RPM_STAGE)/usr/bin/kube-cert-agent
 	$(INSTALL) -m 0644 LICENSE $(RPM_STAGE)/usr/share/doc/kube-cert-agent/LICENSE
-	rpmbuild -bb --quiet --define '_topdir $(CURDIR)/target/rpm' --define 'stage $(RPM_STAGE)' \
+	rpmbuild -bb --quiet --define '_topdir $(TARGET_DIR)/rpm' --define 'stage $(RPM_STAGE)' \
 		--define 'pkgversion $(VERSION)' packaging/rpm/kube-cert-agent.spec
 
 # Lint, inspect and install both packages (real systemd for the .deb: systemd-sandbox).

@@ -9,8 +9,9 @@ TOP=$PWD
 SANDBOX_TOOL=${SYSTEMD_SANDBOX:-$TOP/../shared/tools/systemd-sandbox}
 [[ -x $SANDBOX_TOOL ]] || SANDBOX_TOOL=/work/shared/tools/systemd-sandbox
 UNIT=systemd/kube-cert-agent.service
-DEB=$(ls target/debian/kube-cert-agent_*.deb | tail -n1)
-RPM=$(ls target/rpm/RPMS/*/kube-cert-agent-*.rpm | tail -n1)
+T=${CARGO_TARGET_DIR:-$TOP/target}
+DEB=$(ls "$T"/debian/kube-cert-agent_*.deb | tail -n1)
+RPM=$(ls "$T"/rpm/RPMS/*/kube-cert-agent-*.rpm | tail -n1)
 WORK=$(mktemp -d /tmp/kca-package-test.XXXXXX)
 export SANDBOX_DIR=$WORK/sandbox
 sandbox_started=""
@@ -34,9 +35,9 @@ pass "unit_security_exposure: $(tail -n1 <<<"$out" | sed 's/.*level for //')"
 # wants it to exist) and the staged man page on MANPATH (verify runs man for
 # Documentation=man:). Any output at all is a failure (verify exits 0 on warnings).
 mkdir -p "$WORK/verify"
-sed "s|/usr/bin/kube-cert-agent|$TOP/target/pkgroot/deb/usr/bin/kube-cert-agent|" \
-  target/pkgroot/deb/lib/systemd/system/kube-cert-agent.service > "$WORK/verify/kube-cert-agent.service"
-out=$(MANPATH=$TOP/target/pkgroot/deb/usr/share/man: systemd-analyze verify "$WORK/verify/kube-cert-agent.service" 2>&1) ||
+sed "s|/usr/bin/kube-cert-agent|$T/pkgroot/deb/usr/bin/kube-cert-agent|" \
+  "$T"/pkgroot/deb/lib/systemd/system/kube-cert-agent.service > "$WORK/verify/kube-cert-agent.service"
+out=$(MANPATH=$T/pkgroot/deb/usr/share/man: systemd-analyze verify "$WORK/verify/kube-cert-agent.service" 2>&1) ||
   fail "systemd-analyze verify: $out"
 [[ -z $out ]] || fail "systemd-analyze verify printed: $out"
 pass "unit_verify_host: systemd-analyze verify printed nothing"
