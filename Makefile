@@ -20,13 +20,15 @@ INSTALL ?= install
 INSTALL_PROGRAM ?= $(INSTALL) -m 0755
 # Packages strip the staged binary (Debian policy; rpm builds no debuginfo from it).
 STRIP_BIN = strip --strip-unneeded --remove-section=.comment --remove-section=.note
-# cargo's target directory (cargo-deb resolves the `target/...` asset paths against it too).
+# cargo's target directory: the release binary, generated files, package output.
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 GEN := $(TARGET_DIR)/gen
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 # The staged trees both packages are built from.
-DEB_STAGE := $(TARGET_DIR)/pkgroot/deb
-RPM_STAGE := $(TARGET_DIR)/pkgroot/rpm
+# (Under this checkout's target/ even with CARGO_TARGET_DIR: cargo-deb takes asset paths
+# relative to the package.)
+DEB_STAGE := $(CURDIR)/target/pkgroot/deb
+RPM_STAGE := $(CURDIR)/target/pkgroot/rpm
 
 all: build
 

@@ -35,9 +35,9 @@ pass "unit_security_exposure: $(tail -n1 <<<"$out" | sed 's/.*level for //')"
 # wants it to exist) and the staged man page on MANPATH (verify runs man for
 # Documentation=man:). Any output at all is a failure (verify exits 0 on warnings).
 mkdir -p "$WORK/verify"
-sed "s|/usr/bin/kube-cert-agent|$T/pkgroot/deb/usr/bin/kube-cert-agent|" \
-  "$T"/pkgroot/deb/lib/systemd/system/kube-cert-agent.service > "$WORK/verify/kube-cert-agent.service"
-out=$(MANPATH=$T/pkgroot/deb/usr/share/man: systemd-analyze verify "$WORK/verify/kube-cert-agent.service" 2>&1) ||
+sed "s|/usr/bin/kube-cert-agent|$TOP/target/pkgroot/deb/usr/bin/kube-cert-agent|" \
+  target/pkgroot/deb/lib/systemd/system/kube-cert-agent.service > "$WORK/verify/kube-cert-agent.service"
+out=$(MANPATH=$TOP/target/pkgroot/deb/usr/share/man: systemd-analyze verify "$WORK/verify/kube-cert-agent.service" 2>&1) ||
   fail "systemd-analyze verify: $out"
 [[ -z $out ]] || fail "systemd-analyze verify printed: $out"
 pass "unit_verify_host: systemd-analyze verify printed nothing"
