@@ -142,6 +142,12 @@ spec = v["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
 assert "description" in spec
 item = spec["revocations"]["items"]["properties"]
 assert set(item) == {"kind", "serialNumber", "group", "dns", "ip", "notBefore"}, set(item)
+# The seed's example entries (src/revocation/parse.rs) match the patterns (RE2 and
+# Python agree on these).
+import re
+for k in ["serialnumber", "Group", "DNS", "IP", "serialNumber"]:
+    assert re.fullmatch(item["kind"]["pattern"].strip("^$"), k), k
+assert re.fullmatch(item["serialNumber"]["pattern"], "77fdf4b1033b387aaace6ce1c18710c2")
 PY
 pass "crd_schema: renewrevocations.certificates.microsoft.com, RenewRevocation v1, the six entry fields"
 
