@@ -162,6 +162,13 @@ sb() { "$SANDBOX_TOOL" run "$@"; }
 cp "$DEB" "$SANDBOX_DIR/exchange/kube-cert-agent.deb"
 
 sb dpkg -i /exchange/kube-cert-agent.deb >"$WORK/dpkg-i.log" 2>&1 || fail "dpkg -i: $(cat "$WORK/dpkg-i.log")"
+# PACKAGE_TEST_AGENT=/path/to/kube-cert-agent: try the packaged unit with another build of
+# the agent (e.g. a branch not merged yet), copied over /usr/bin/kube-cert-agent.
+if [[ -n ${PACKAGE_TEST_AGENT:-} ]]; then
+  cp "$PACKAGE_TEST_AGENT" "$SANDBOX_DIR/exchange/agent"
+  sb install -m 0755 /exchange/agent /usr/bin/kube-cert-agent
+  echo "note: /usr/bin/kube-cert-agent replaced by $PACKAGE_TEST_AGENT"
+fi
 for e in "${expected_deb[@]}"; do
   read -r path mode <<<"$e"
   got=$(sb stat -c '%a %U:%G' "$path" 2>/dev/null) || fail "dpkg -i: $path missing"
@@ -236,24 +243,33 @@ sb systemctl daemon-reload
 
 # The daemon itself: start (Type=notify READY), reload (SIGHUP rotates), journal.
 if sb kube-cert-agent --help 2>/dev/null | grep -qE '^\s+run\b'; then
-  # A small config: the one certificate above (the shipped one has kubelet bootstrapping).
+  # A small config: the one certificate above (the shipped one has kubelet bootstrapping),
+  # restarting a dummy unit after each rotation (over D-Bus, from inside the sandbox).
   sb sh -ec 'cp /etc/kube-cert-agent/config.yaml /exchange/config.yaml.orig
-    cp /etc/kube-cert-agent/package-test.yaml /etc/kube-cert-agent/config.yaml'
+    { cat /etc/kube-cert-agent/package-test.yaml; echo "  onRotate: [{restart: kca-dummy.service}]"; } \
+      > /etc/kube-cert-agent/config.yaml
+    printf "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/true\n" > /run/systemd/system/kca-dummy.service
+    systemctl daemon-reload; systemctl start kca-dummy.service'
   sb systemctl start kube-cert-agent.service ||
     fail "systemctl start: $(sb journalctl -u kube-cert-agent --no-pager -n 30)"
   [[ $(sb systemctl is-active kube-cert-agent.service) == active ]] || fail "not active after start"
   pass "deb_daemon_start: systemctl start reached active (READY=1)"
   before=$(sb openssl x509 -noout -serial -in /etc/kubernetes/pki/apiserver.crt)
+  dummy0=$(sb systemctl show -p ActiveEnterTimestampMonotonic --value kca-dummy.service)
   sb systemctl reload kube-cert-agent.service || fail "systemctl reload failed"
   for _ in $(seq 100); do
     after=$(sb openssl x509 -noout -serial -in /etc/kubernetes/pki/apiserver.crt)
-    [[ $after != "$before" ]] && break
+    dummy1=$(sb systemctl show -p ActiveEnterTimestampMonotonic --value kca-dummy.service)
+    [[ $after != "$before" && $dummy1 != "$dummy0" ]] && break
     sleep 0.1
   done
   [[ $after != "$before" ]] || fail "systemctl reload did not rotate apiserver.crt within 10 s"
+  [[ $dummy1 != "$dummy0" ]] || fail "onRotate restart of kca-dummy.service (D-Bus) did not happen"
   sb journalctl -u kube-cert-agent --no-pager | grep -qi 'apiserver' || fail "journal shows no rotation"
-  pass "deb_daemon_reload: systemctl reload rotated apiserver.crt; journalctl -u shows it"
+  [[ $(sb systemctl is-active kube-cert-agent.service) == active ]] || fail "not active after reload"
+  pass "deb_daemon_reload: systemctl reload rotated apiserver.crt, restarted kca-dummy.service over D-Bus; journalctl -u shows it"
   sb cp /exchange/config.yaml.orig /etc/kube-cert-agent/config.yaml
+  sb mkdir -p /var/lib/kube-cert-agent   # (the daemon's state.json is there already)
 else
   skip "deb_daemon_start_reload: this kube-cert-agent has no 'run' command yet (the daemon is on branch daemon); start/reload/journal are not tested"
 fi
