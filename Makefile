@@ -59,6 +59,7 @@ demo:
 
 # Benchmarks print figures and ratios against openssl; they never fail on time.
 bench:
+	$(CARGO) bench --bench bootstrap
 	$(CARGO) bench --bench rotation
 	$(CARGO) bench --bench check_inventory
 

@@ -62,10 +62,11 @@ fn main() {
         let req = Request {
             forced: true,
             dry_run: false,
+            repair_only: false,
             now: time::OffsetDateTime::now_utc(),
         };
         let t = Instant::now();
-        let o = rotation::rotate_certificate(&root, &store, &policy, spec, req);
+        let o = rotation::rotate_certificate(&root, &store, &policy, spec, req, &[]);
         let d = t.elapsed();
         assert!(matches!(o.action, Action::Rotated(_)), "{}", o.line());
         if i > 0 {

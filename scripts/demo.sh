@@ -3,12 +3,16 @@
 # CA, leaves in every state), and show what the agent sees.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet
+cargo build --release --quiet --workspace --bins
 AGENT=$PWD/target/release/kube-cert-agent
+STANDIN=$PWD/target/release/standin-apiserver
 NODE=$PWD/demo-node
 rm -rf "$NODE"
 mkdir -p "$NODE"/etc/kubernetes/pki/etcd "$NODE"/var/lib/kubelet/pki "$NODE"/etc/kube-cert-agent
-WORK=$(mktemp -d); trap 'rm -rf "$WORK"' EXIT
+WORK=$(mktemp -d)
+STANDIN_PID=
+cleanup() { [[ -n $STANDIN_PID ]] && kill "$STANDIN_PID" 2>/dev/null; rm -rf "$WORK"; }
+trap cleanup EXIT
 PKI=$NODE/etc/kubernetes/pki
 q() { openssl "$@" 2>/dev/null; }
 
@@ -149,5 +153,52 @@ echo "exit code $code"
 
 step "kube-cert-agent rollback apiserver   (the previous version, by one rename)"
 "$AGENT" --root "$NODE" rollback apiserver
+
+step "Kubelet TLS bootstrapping against the stand-in API server (standin/: certificates.k8s.io/v1 over HTTPS)"
+mkdir -p "$WORK/api"
+"$STANDIN" --dir "$WORK/api" > "$WORK/api/url" &
+STANDIN_PID=$!
+for _ in $(seq 100); do [[ -s $WORK/api/url ]] && break; sleep 0.05; done
+echo "API server: $(cat "$WORK/api/url")   (kube-controller-manager's approver and signer included)"
+cp "$WORK/api/bootstrap-kubeconfig" "$NODE/var/lib/kubelet/bootstrap-kubeconfig"
+cat >> "$NODE/etc/kube-cert-agent/config.yaml" <<CFG
+nodeName: demo-node
+kubelet:
+  serving: {addresses: [demo-node, 127.0.0.1]}
+  csrTimeout: 30s
+CFG
+ADMIN=$WORK/api/admin.conf
+echo "\$ kube-cert-agent rotate kubelet-client      # no certificate yet: log in with the bootstrap token"
+"$AGENT" --root "$NODE" rotate kubelet-client
+if command -v kubectl >/dev/null; then
+  echo "\$ kubectl get csr"
+  kubectl --kubeconfig "$ADMIN" get csr
+fi
+
+echo
+echo "\$ kube-cert-agent rotate kubelet-serving     # serving CSRs need an approval"
+"$AGENT" --root "$NODE" rotate kubelet-serving 2> "$WORK/serving.log" > "$WORK/serving.out" &
+SERVING=$!
+for _ in $(seq 200); do grep -q 'kubectl certificate approve' "$WORK/serving.log" 2>/dev/null && break; sleep 0.05; done
+cat "$WORK/serving.log"
+CSR=$(grep -o 'kubectl certificate approve csr-[a-z0-9]*' "$WORK/serving.log" | head -1 | awk '{print $4}')
+if command -v kubectl >/dev/null && [[ -n $CSR ]]; then
+  echo "\$ kubectl certificate approve $CSR"
+  kubectl --kubeconfig "$ADMIN" certificate approve "$CSR"
+fi
+wait "$SERVING" || true
+cat "$WORK/serving.out"
+
+echo
+echo "\$ kube-cert-agent rotate kubelet-client      # renewal: the node's own certificate, over mTLS"
+"$AGENT" --root "$NODE" rotate kubelet-client
+if command -v kubectl >/dev/null; then
+  echo "\$ kubectl get csr"
+  kubectl --kubeconfig "$ADMIN" get csr
+fi
+echo
+echo "kubelet.conf written by the agent:"
+sed 's/certificate-authority-data: .*/certificate-authority-data: .../; s/^/  /' "$NODE/etc/kubernetes/kubelet.conf"
+ls -l "$NODE/var/lib/kubelet/pki" | sed 's/^/  /'
 echo
 echo "The tree stays in $NODE for you to explore; 'make clean' removes it."

@@ -70,6 +70,26 @@ fn row(e: &Entry, now: OffsetDateTime, policy: WarnPolicy) -> Row {
     }
 }
 
+/// Mark every leaf that a RenewRevocation entry revokes as `invalid`, naming the entry.
+/// (CAs are never revoked by these entries: the agent does not rotate CAs.)
+pub fn apply_revocations(rows: &mut [Row], entries: &[Entry], revs: &[crate::revocation::Entry]) {
+    for (row, entry) in rows.iter_mut().zip(entries) {
+        let Some(cert) = entry.cert.as_ref().filter(|c| !c.is_ca) else {
+            continue;
+        };
+        if let Some(r) =
+            crate::revocation::first_match(revs, &crate::revocation::Identity::of(cert))
+        {
+            let mut why = format!("revoked by {} ({}) in {}", r.id(), r.describe(), r.source);
+            if r.not_before.is_none() {
+                why.push_str("; the entry has no notBefore, so it also revokes any replacement: add notBefore");
+            }
+            row.status = Status::Invalid;
+            row.error = Some(why);
+        }
+    }
+}
+
 /// 0 all valid, 1 some warning, 2 some expired / not yet valid / invalid.
 pub fn exit_code(rows: &[Row]) -> ExitCode {
     match rows.iter().map(|r| r.status).max() {

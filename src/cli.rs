@@ -39,6 +39,18 @@ pub enum Command {
     Check(CheckArgs),
     /// Renew certificates now: the named ones, --all, or (with neither) those that are due.
     Rotate(RotateArgs),
+    /// Renew what is broken: expired, missing, unreadable, mismatched or revoked
+    /// certificates (control-plane ones from their CA, kubelet ones with the bootstrap token).
+    Repair {
+        /// Print the plan; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// The RenewRevocation entries loaded, where from, and what each one matches.
+    Revocations {
+        #[arg(long, short, value_enum, default_value = "table")]
+        output: Output,
+    },
     /// Switch a certificate back to its previous version.
     Rollback {
         /// A name from the config (`certificates[].name`, `kubelet-client`, `kubelet-serving`).
@@ -128,6 +140,14 @@ pub fn run(cli: Cli) -> Result<ExitCode, Fatal> {
             let config = config::load(cli.config.as_deref(), &root).map_err(Fatal::config)?;
             rotate(&root, &config, &args)
         }
+        Command::Repair { dry_run } => {
+            let config = config::load(cli.config.as_deref(), &root).map_err(Fatal::config)?;
+            repair(&root, &config, dry_run)
+        }
+        Command::Revocations { output } => {
+            let config = config::load(cli.config.as_deref(), &root).map_err(Fatal::config)?;
+            revocations(&root, &config, output)
+        }
         Command::Rollback { name } => {
             let config = config::load(cli.config.as_deref(), &root).map_err(Fatal::config)?;
             rollback(&root, &config, &name)
@@ -151,6 +171,7 @@ fn rotate(root: &NodeRoot, config: &Config, args: &RotateArgs) -> Result<ExitCod
     let req = crate::rotation::Request {
         forced: args.all || !args.names.is_empty(),
         dry_run: args.dry_run,
+        repair_only: false,
         now: time::OffsetDateTime::now_utc(),
     };
     if let Some(k) = &config.kubelet {
@@ -179,6 +200,119 @@ fn rotate(root: &NodeRoot, config: &Config, args: &RotateArgs) -> Result<ExitCod
         ExitCode::Failure
     } else {
         ExitCode::Ok
+    })
+}
+
+fn repair(root: &NodeRoot, config: &Config, dry_run: bool) -> Result<ExitCode, Fatal> {
+    let req = crate::rotation::Request {
+        forced: false,
+        dry_run,
+        repair_only: true,
+        now: time::OffsetDateTime::now_utc(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Fatal::failure)?;
+    let progress = |msg: &str| eprintln!("{msg}");
+    let outcomes = runtime.block_on(crate::rotation::rotate(root, config, &[], req, &progress));
+    use crate::rotation::Action;
+    let mut repaired = 0;
+    for o in &outcomes {
+        match &o.action {
+            // Healthy certificates are not repair's business: say nothing about them.
+            Action::Kept { .. } => {}
+            Action::Rotated(_) => {
+                repaired += 1;
+                println!("{}", o.line());
+            }
+            _ => println!("{}", o.line()),
+        }
+    }
+    let broken = outcomes.iter().filter(|o| o.failed()).count();
+    let healthy = outcomes
+        .iter()
+        .filter(|o| matches!(o.action, Action::Kept { .. }))
+        .count();
+    let verb = if dry_run { "to repair" } else { "repaired" };
+    let count = if dry_run {
+        outcomes
+            .iter()
+            .filter(|o| matches!(o.action, Action::WouldRotate(_)))
+            .count()
+    } else {
+        repaired
+    };
+    println!("{count} {verb}, {healthy} healthy, {broken} could not be repaired");
+    Ok(if broken > 0 {
+        ExitCode::Failure
+    } else {
+        ExitCode::Ok
+    })
+}
+
+fn revocations(root: &NodeRoot, config: &Config, output: Output) -> Result<ExitCode, Fatal> {
+    let loaded = crate::revocation::load_dir(root, &config.revocation.directory);
+    let targets = default_targets(root, config);
+    let entries = inventory::collect(root, &targets);
+    let mut rows = Vec::new();
+    for e in &loaded.entries {
+        let matches: Vec<String> = entries
+            .iter()
+            .filter(|i| {
+                i.cert.as_ref().is_some_and(|c| {
+                    !c.is_ca && crate::revocation::matches(e, &crate::revocation::Identity::of(c))
+                })
+            })
+            .map(|i| i.label())
+            .collect();
+        rows.push(serde_json::json!({
+            "id": e.id(),
+            "source": e.source,
+            "rule": e.describe(),
+            "notBefore": e.not_before.map(crate::rotation::plan::rfc3339),
+            "matches": matches,
+        }));
+    }
+    match output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"entries": rows, "errors": loaded.errors})
+            )
+            .expect("json")
+        ),
+        Output::Table => {
+            if rows.is_empty() {
+                println!(
+                    "No revocation entries in {}.",
+                    config.revocation.directory.display()
+                );
+            }
+            for r in &rows {
+                println!(
+                    "{}  {}  ({})",
+                    r["id"].as_str().unwrap_or(""),
+                    r["rule"].as_str().unwrap_or(""),
+                    r["source"].as_str().unwrap_or("")
+                );
+                let m = r["matches"].as_array().cloned().unwrap_or_default();
+                if m.is_empty() {
+                    println!("    matches nothing on this node");
+                }
+                for x in m {
+                    println!("    matches {}", x.as_str().unwrap_or(""));
+                }
+            }
+            for e in &loaded.errors {
+                println!("error: {e}");
+            }
+        }
+    }
+    Ok(if loaded.errors.is_empty() {
+        ExitCode::Ok
+    } else {
+        ExitCode::Config
     })
 }
 
@@ -232,7 +366,12 @@ fn check(root: &NodeRoot, config: &Config, args: &CheckArgs) -> Result<ExitCode,
     };
     targets.extend(args.remote.iter().cloned().map(Target::Remote));
     let entries = inventory::collect(root, &targets);
-    let rows = crate::check::rows(&entries, time::OffsetDateTime::now_utc(), policy);
+    let mut rows = crate::check::rows(&entries, time::OffsetDateTime::now_utc(), policy);
+    let revs = crate::revocation::load_dir(root, &config.revocation.directory);
+    for e in &revs.errors {
+        eprintln!("warning: revocation entry ignored: {e}");
+    }
+    crate::check::apply_revocations(&mut rows, &entries, &revs.entries);
     let text = match args.output {
         Output::Json => crate::check::render_json(&rows),
         Output::Table => crate::check::render_table(&rows),

@@ -474,6 +474,9 @@ impl Config {
             require_absolute("kubelet.certDir", &k.cert_dir)?;
         }
         require_absolute("revocation.directory", &self.revocation.directory)?;
+        if self.revocation.cluster && self.kubelet.is_none() {
+            return Err("revocation.cluster: reading RenewRevocation objects uses the node's credentials: it needs the kubelet section".into());
+        }
         self.check_write_targets()?;
         Ok(())
     }

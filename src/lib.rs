@@ -14,5 +14,6 @@ pub mod kubelet;
 pub mod paths;
 pub mod pki;
 pub mod remote;
+pub mod revocation;
 pub mod rotation;
 pub mod store;

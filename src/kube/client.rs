@@ -292,6 +292,16 @@ impl ApiClient {
         self.json(resp).await
     }
 
+    /// GET any API path as JSON (the RenewRevocation list).
+    pub async fn get_json(&self, path: &str) -> Result<serde_json::Value, ApiError> {
+        let resp = self
+            .request(reqwest::Method::GET, path)
+            .send()
+            .await
+            .map_err(|e| self.transport_error(e))?;
+        self.json(resp).await
+    }
+
     pub async fn get_csr(&self, name: &str) -> Result<CertificateSigningRequest, ApiError> {
         let resp = self
             .request(reqwest::Method::GET, &format!("{CSR_PATH}/{name}"))

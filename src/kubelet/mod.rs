@@ -73,6 +73,9 @@ pub struct Obtained {
     pub authenticated_with: &'static str,
     /// The current PEM's node path.
     pub path: PathBuf,
+    /// Time spent waiting for the server to approve and sign (from the create's answer to
+    /// the issued certificate arriving); the rest of the time was the agent's own.
+    pub waited: Duration,
 }
 
 /// Everything the flow needs from the node.
@@ -200,7 +203,7 @@ impl Node<'_> {
 
     /// The node's client certificate, with the endpoint of kubelet.conf (or, before the
     /// first one was written, of the bootstrap kubeconfig).
-    fn mtls(&self) -> Result<Option<(Endpoint, Credentials)>, String> {
+    pub fn mtls(&self) -> Result<Option<(Endpoint, Credentials)>, String> {
         let Some(_) = self.current(KubeletCert::Client).ok().flatten() else {
             return Ok(None);
         };
@@ -360,7 +363,9 @@ async fn attempt(
         "CSR {name} created (signer {}), waiting for it to be approved and issued",
         kind.signer()
     ));
+    let waiting = tokio::time::Instant::now();
     let issued = wait_issued(&client, created, deadline, kind, timeout, progress).await?;
+    let waited = waiting.elapsed();
     let cas: Vec<CertInfo> = parse_material(&endpoint.ca_pem)
         .map(|m| {
             m.certificates
@@ -403,6 +408,7 @@ async fn attempt(
         requests: client.requests_sent(),
         authenticated_with: "bootstrap token",
         path: node.current_pem(kind),
+        waited,
     })
 }
 

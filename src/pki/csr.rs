@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use rcgen::{CertificateParams, DnType, KeyPair, SanType};
+use rcgen::{CertificateParams, DnType, KeyPair};
 
 pub const SIGNER_CLIENT: &str = "kubernetes.io/kube-apiserver-client-kubelet";
 pub const SIGNER_SERVING: &str = "kubernetes.io/kubelet-serving";
@@ -81,16 +81,7 @@ pub fn build(
         if dns.is_empty() && ips.is_empty() {
             return Err("a serving certificate needs at least one host name or IP address".into());
         }
-        for d in dns {
-            let name = d
-                .as_str()
-                .try_into()
-                .map_err(|e| format!("DNS name {d:?}: {e}"))?;
-            params.subject_alt_names.push(SanType::DnsName(name));
-        }
-        params
-            .subject_alt_names
-            .extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
+        params.subject_alt_names = crate::pki::issue::subject_alt_names(dns, ips)?;
     }
     let csr = params
         .serialize_request(key)

@@ -79,6 +79,78 @@ impl Ca {
     }
 }
 
+impl Ca {
+    /// An X.509 v2 CRL listing `revoked` (serial hex, revocation time), valid from `now`
+    /// for `validity`. A CA whose keyUsage lacks cRLSign cannot sign one (kubeadm's CAs
+    /// have keyCertSign only): the error says so.
+    /// The CA's subject key identifier: a CRL's authority key identifier must repeat it, or
+    /// openssl and Go do not find the CRL for the CA.
+    fn subject_key_id(&self) -> Option<Vec<u8>> {
+        let (_, cert) = x509_parser::parse_x509_certificate(&self.cert.der).ok()?;
+        cert.extensions()
+            .iter()
+            .find_map(|e| match e.parsed_extension() {
+                x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(k) => {
+                    Some(k.0.to_vec())
+                }
+                _ => None,
+            })
+    }
+
+    pub fn sign_crl(
+        &self,
+        revoked: &[(String, OffsetDateTime)],
+        crl_number: u64,
+        now: OffsetDateTime,
+        validity: Duration,
+    ) -> Result<String, String> {
+        let mut revoked_certs = Vec::new();
+        for (serial, when) in revoked {
+            let bytes = hex_bytes(serial).ok_or_else(|| format!("serial {serial:?} is not hex"))?;
+            revoked_certs.push(rcgen::RevokedCertParams {
+                serial_number: SerialNumber::from_slice(&bytes),
+                revocation_time: *when,
+                reason_code: Some(rcgen::RevocationReason::Superseded),
+                invalidity_date: None,
+            });
+        }
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: now,
+            next_update: now + validity,
+            crl_number: SerialNumber::from_slice(&crl_number.to_be_bytes()),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: match self.subject_key_id() {
+                Some(ski) => rcgen::KeyIdMethod::PreSpecified(ski),
+                None => rcgen::KeyIdMethod::Sha256,
+            },
+        };
+        let issuer = Issuer::from_ca_cert_der(&self.cert.der.clone().into(), &self.key)
+            .map_err(|e| format!("CA certificate cannot sign: {e}"))?;
+        match params.signed_by(&issuer) {
+            Ok(crl) => crl.pem().map_err(|e| e.to_string()),
+            Err(rcgen::Error::IssuerNotCrlSigner) => Err(format!(
+                "CA {} may not sign CRLs (its keyUsage lacks cRLSign)",
+                self.cert.subject
+            )),
+            Err(e) => Err(format!("signing the CRL failed: {e}")),
+        }
+    }
+}
+
+/// `0a1b` -> [0x0a, 0x1b] (odd lengths get a leading zero).
+fn hex_bytes(s: &str) -> Option<Vec<u8>> {
+    let s = if s.len() % 2 == 1 {
+        format!("0{s}")
+    } else {
+        s.to_string()
+    };
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect()
+}
+
 /// What a leaf must say.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LeafSpec {
@@ -88,9 +160,22 @@ pub struct LeafSpec {
     pub ip_addresses: Vec<IpAddr>,
     pub usages: Vec<Usage>,
     pub validity: Duration,
+    /// Start no earlier than this (within the 5-minute backdating window): a revocation
+    /// entry with `notBefore` a minute ago must not match the replacement too.
+    pub not_before_floor: Option<OffsetDateTime>,
 }
 
 impl LeafSpec {
+    /// The notBefore a certificate issued at `now` gets (whole seconds, as certificates
+    /// carry them).
+    pub fn not_before(&self, now: OffsetDateTime) -> OffsetDateTime {
+        let t = match self.not_before_floor {
+            Some(f) if f > now - BACKDATE && f <= now => f,
+            _ => now - BACKDATE,
+        };
+        t.replace_nanosecond(0).unwrap_or(t)
+    }
+
     /// What `kubeadm certs renew` keeps: the subject, SANs and usages of the current cert.
     pub fn from_existing(cert: &CertInfo, validity: Duration) -> LeafSpec {
         let usages = cert
@@ -109,6 +194,7 @@ impl LeafSpec {
             ip_addresses: cert.ip_addresses.clone(),
             usages,
             validity,
+            not_before_floor: None,
         }
     }
 }
@@ -156,7 +242,7 @@ pub fn issue(
     params
         .distinguished_name
         .push(DnType::CommonName, spec.common_name.as_str());
-    params.not_before = now - BACKDATE;
+    params.not_before = spec.not_before(now);
     let wanted_end = now + spec.validity;
     let capped_by_ca = wanted_end > ca.cert.not_after;
     params.not_after = wanted_end.min(ca.cert.not_after);
@@ -175,16 +261,7 @@ pub fn issue(
             Usage::ClientAuth => ExtendedKeyUsagePurpose::ClientAuth,
         })
         .collect();
-    for d in &spec.dns_names {
-        let name = d
-            .as_str()
-            .try_into()
-            .map_err(|e| format!("DNS name {d:?}: {e}"))?;
-        params.subject_alt_names.push(SanType::DnsName(name));
-    }
-    params
-        .subject_alt_names
-        .extend(spec.ip_addresses.iter().map(|ip| SanType::IpAddress(*ip)));
+    params.subject_alt_names = subject_alt_names(&spec.dns_names, &spec.ip_addresses)?;
 
     let issuer = Issuer::from_ca_cert_der(&ca.cert.der.clone().into(), &ca.key)
         .map_err(|e| format!("CA certificate cannot be used to issue: {e}"))?;
@@ -236,6 +313,20 @@ pub fn verify_issued(
     Ok(())
 }
 
+/// SAN entries for host names and IP addresses (shared with CSRs).
+pub fn subject_alt_names(dns: &[String], ips: &[IpAddr]) -> Result<Vec<SanType>, String> {
+    let mut sans = Vec::new();
+    for d in dns {
+        let name = d
+            .as_str()
+            .try_into()
+            .map_err(|e| format!("DNS name {d:?}: {e}"))?;
+        sans.push(SanType::DnsName(name));
+    }
+    sans.extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
+    Ok(sans)
+}
+
 fn is_rsa(key: &KeyPair) -> bool {
     [
         &rcgen::PKCS_RSA_SHA256,
@@ -285,6 +376,7 @@ mod tests {
             ip_addresses: vec!["10.96.0.1".parse().unwrap()],
             usages: vec![Usage::ServerAuth],
             validity: Duration::hours(96),
+            not_before_floor: None,
         }
     }
 

@@ -17,6 +17,7 @@ use crate::pki::csr::KubeletCert;
 use crate::pki::issue::{self, Ca, LeafSpec, Usage};
 use crate::pki::policy::RenewalPolicy;
 use crate::pki::{key, keygen, parse_material, CertInfo};
+use crate::revocation::{self, crl, Entry, Identity};
 use crate::store::{FileSpec, Store};
 use plan::{decide, rfc3339, Current, Decision, Reason};
 
@@ -43,14 +44,23 @@ pub struct Outcome {
 pub enum Action {
     Rotated(Reason),
     WouldRotate(Reason),
-    Kept { next: OffsetDateTime },
-    ClockBehind { not_before: OffsetDateTime },
+    Kept {
+        next: OffsetDateTime,
+    },
+    ClockBehind {
+        not_before: OffsetDateTime,
+    },
+    /// Revoked, but the replacement would be revoked by the same entry: not renewed, so
+    /// the agent does not loop; the operator must fix the entry.
+    Blocked {
+        entry: String,
+    },
     Failed(String),
 }
 
 impl Outcome {
     pub fn failed(&self) -> bool {
-        matches!(self.action, Action::Failed(_))
+        matches!(self.action, Action::Failed(_) | Action::Blocked { .. })
     }
 
     /// One line for the terminal (`rotate`) and for logs.
@@ -71,6 +81,7 @@ impl Outcome {
                 rfc3339(*not_before),
                 self.name
             ),
+            Action::Blocked { entry } => format!("BLOCKED: {entry}"),
             Action::Failed(e) => format!("FAILED: {e}"),
         };
         let mut line = format!("{}: {what}", self.name);
@@ -89,6 +100,8 @@ impl Outcome {
 pub struct Request {
     pub forced: bool,
     pub dry_run: bool,
+    /// Renew only what is broken: expired, missing, unreadable, revoked (`repair`).
+    pub repair_only: bool,
     pub now: OffsetDateTime,
 }
 
@@ -130,19 +143,43 @@ pub async fn rotate(
     let store = Store::new(root.clone(), config.history);
     let policy = RenewalPolicy::from_config(&config.renewal);
     let wanted = |n: &str| names.is_empty() || names.iter().any(|x| x == n);
+    // Re-read on every run: an operator adds a revocation by dropping a file.
+    let mut loaded = revocation::load_dir(root, &config.revocation.directory);
+    if let (true, Some(spec)) = (config.revocation.cluster, &config.kubelet) {
+        let node = Node {
+            root,
+            spec,
+            node_name: crate::kubelet::node_name(&config.node_name),
+            store: &store,
+        };
+        match revocation::cluster::list(&node).await {
+            Ok(l) => {
+                loaded.entries.extend(l.entries);
+                loaded.errors.extend(l.errors);
+            }
+            Err(e) => progress(&format!(
+                "RenewRevocation objects not read from the cluster (files still apply): {e}"
+            )),
+        }
+    }
+    for e in &loaded.errors {
+        progress(&format!("revocation entry ignored: {e}"));
+    }
+    let revs = std::sync::Arc::new(loaded.entries);
     let mut out = Vec::new();
     for c in config.certificates.iter().filter(|c| wanted(&c.name)) {
-        let (root, store, c) = (root.clone(), store.clone(), c.clone());
+        let (root, store, c, revs) = (root.clone(), store.clone(), c.clone(), revs.clone());
         let (name, path) = (c.name.clone(), c.cert.clone());
-        let task = move || rotate_certificate(&root, &store, &policy, &c, req);
+        let task = move || rotate_certificate(&root, &store, &policy, &c, req, &revs);
         out.push(blocking(name, path, task).await);
     }
     for k in config.kubeconfigs.iter().filter(|k| wanted(&k.name)) {
-        let (root, store, k) = (root.clone(), store.clone(), k.clone());
+        let (root, store, k, revs) = (root.clone(), store.clone(), k.clone(), revs.clone());
         let (name, path) = (k.name.clone(), k.path.clone());
-        let task = move || rotate_kubeconfig(&root, &store, &policy, &k, req);
+        let task = move || rotate_kubeconfig(&root, &store, &policy, &k, req, &revs);
         out.push(blocking(name, path, task).await);
     }
+    crl::update(root, config, &revs, &out, req.now, progress);
     if let Some(spec) = &config.kubelet {
         let node = Node {
             root,
@@ -154,7 +191,7 @@ pub async fn rotate(
             .into_iter()
             .filter(|k| wanted(k.name()))
         {
-            out.push(rotate_kubelet(&node, &policy, kind, req, progress).await);
+            out.push(rotate_kubelet(&node, &policy, kind, req, &revs, progress).await);
         }
     }
     out
@@ -187,6 +224,7 @@ pub async fn rotate_kubelet(
     policy: &RenewalPolicy,
     kind: KubeletCert,
     req: Request,
+    revs: &[Entry],
     progress: Progress<'_>,
 ) -> Outcome {
     let current = match node.current(kind) {
@@ -196,21 +234,30 @@ pub async fn rotate_kubelet(
     };
     let path = node.current_pem(kind);
     let mut out = outcome(kind.name(), &path, &current, Action::Failed(String::new()));
-    let reason = match decide(&current, req.forced, policy, req.now) {
-        Decision::Rotate(r) => r,
-        Decision::Keep(next) => {
-            return Outcome {
-                action: Action::Kept { next },
-                ..out
-            }
-        }
-        Decision::ClockBehind(nb) => {
-            return Outcome {
-                action: Action::ClockBehind { not_before: nb },
-                ..out
-            }
-        }
+    let reason = match reason_to_rotate(&current, revs, policy, req) {
+        Ok(r) => r,
+        Err(action) => return Outcome { action, ..out },
     };
+    // What the CSR will ask for: a revocation matching that would match the new one too.
+    let (dns, ips) = match kind {
+        KubeletCert::Client => (vec![], vec![]),
+        KubeletCert::Serving => node.serving_addresses(),
+    };
+    let leaf = LeafSpec {
+        common_name: crate::pki::csr::node_user(&node.node_name),
+        organizations: vec!["system:nodes".into()],
+        dns_names: dns,
+        ip_addresses: ips,
+        usages: vec![],
+        validity: Duration::ZERO,
+        not_before_floor: None,
+    };
+    if let Some(blocked) = blocked_by(revs, &future_identity(&leaf, req.now), req.now) {
+        return Outcome {
+            action: blocked,
+            ..out
+        };
+    }
     if req.dry_run {
         return Outcome {
             action: Action::WouldRotate(reason),
@@ -234,12 +281,118 @@ pub async fn rotate_kubelet(
     }
 }
 
+/// The revocation entry the current certificate matches, as the outcome names it.
+fn revoked_by(revs: &[Entry], current: &Current) -> Option<String> {
+    let Current::Present(c) = current else {
+        return None;
+    };
+    revocation::first_match(revs, &Identity::of(c))
+        .map(|e| format!("{} ({}) in {}", e.id(), e.describe(), e.source))
+}
+
+/// An entry that would revoke the certificate a renewal is about to issue: renewing would
+/// loop, so the operator is told how to fix the entry instead.
+fn blocked_by(revs: &[Entry], future: &Identity, now: OffsetDateTime) -> Option<Action> {
+    let e = revocation::first_match(revs, future)?;
+    let why = match e.not_before {
+        None => {
+            "it has no notBefore, so it also revokes the certificate that would replace this one"
+        }
+        Some(_) => "its notBefore is later than the replacement's notBefore",
+    };
+    Some(Action::Blocked {
+        entry: format!(
+            "revocation {} ({}) in {}: {why}; set its notBefore to the time of the revocation (for example \"{}\") \
+             to revoke only what was issued before it",
+            e.id(),
+            e.describe(),
+            e.source,
+            rfc3339(now)
+        ),
+    })
+}
+
+/// Why to rotate now, or the outcome when not: valid and not yet due, or a clock behind.
+fn reason_to_rotate(
+    current: &Current,
+    revs: &[Entry],
+    policy: &RenewalPolicy,
+    req: Request,
+) -> Result<Reason, Action> {
+    let revoked = revoked_by(revs, current);
+    match decide(
+        current,
+        req.forced,
+        revoked,
+        req.repair_only,
+        policy,
+        req.now,
+    ) {
+        Decision::Rotate(r) => Ok(r),
+        Decision::Keep(next) => Err(Action::Kept { next }),
+        Decision::ClockBehind(not_before) => Err(Action::ClockBehind { not_before }),
+    }
+}
+
+/// What a certificate issued now from `leaf` would show a revocation rule.
+fn future_identity(leaf: &LeafSpec, now: OffsetDateTime) -> Identity<'_> {
+    Identity {
+        serial: None,
+        common_name: Some(&leaf.common_name),
+        organizations: &leaf.organizations,
+        dns_names: &leaf.dns_names,
+        ip_addresses: &leaf.ip_addresses,
+        not_before: leaf.not_before(now),
+    }
+}
+
+/// Start the replacement at the latest `notBefore` of a matching entry that falls within
+/// the backdating window, so an entry written "as of now" revokes the old certificate and
+/// not its replacement.
+fn floor_for(revs: &[Entry], leaf: &mut LeafSpec, now: OffsetDateTime) {
+    let at_cutoff = |cutoff: OffsetDateTime| Identity {
+        not_before: cutoff - time::Duration::seconds(1),
+        ..future_identity(leaf, now)
+    };
+    leaf.not_before_floor = revs
+        .iter()
+        .filter_map(|e| e.not_before.map(|nb| (e, nb)))
+        .filter(|(_, nb)| *nb > now - issue::BACKDATE && *nb <= now)
+        .filter(|(e, nb)| revocation::matches(e, &at_cutoff(*nb)))
+        .map(|(_, nb)| nb)
+        .max();
+}
+
 fn read(root: &NodeRoot, p: &Path) -> Result<Vec<u8>, String> {
     root.read(p).map_err(|e| format!("{}: {e}", p.display()))
 }
 
 /// The certificate on disk at `cert` with its key at `key`.
-fn current_pair(root: &NodeRoot, cert: &Path, key: &Path) -> (Current, Option<rcgen::KeyPair>) {
+/// The certificate on disk at `cert` with its key at `key`: its state, its key when it
+/// matches, and the parsed certificate even when its key does not (a renewal keeps its
+/// subject and SANs).
+fn current_pair(
+    root: &NodeRoot,
+    cert: &Path,
+    key: &Path,
+) -> (Current, Option<rcgen::KeyPair>, Option<CertInfo>) {
+    let (current, key_pair) = current_pair_state(root, cert, key);
+    let template = match &current {
+        Current::Present(c) => Some((**c).clone()),
+        _ => root
+            .read(cert)
+            .ok()
+            .and_then(|b| parse_material(&b).ok())
+            .and_then(|m| m.certificates.first().and_then(|d| CertInfo::parse(d).ok())),
+    };
+    (current, key_pair, template)
+}
+
+fn current_pair_state(
+    root: &NodeRoot,
+    cert: &Path,
+    key: &Path,
+) -> (Current, Option<rcgen::KeyPair>) {
     let cert_bytes = match root.read(cert) {
         Err(paths::ReadError::NotFound) => return (Current::Missing, None),
         Err(e) => return (Current::Broken(format!("{}: {e}", cert.display())), None),
@@ -291,18 +444,19 @@ fn leaf_spec(
     ips: Option<&Vec<std::net::IpAddr>>,
     usages: Option<&Vec<Usage>>,
     validity: std::time::Duration,
-    current: &Current,
+    template: Option<&CertInfo>,
 ) -> Result<LeafSpec, String> {
     let validity = Duration::try_from(validity).map_err(|e| e.to_string())?;
-    let mut spec = match current {
-        Current::Present(c) => LeafSpec::from_existing(c, validity),
-        _ => LeafSpec {
+    let mut spec = match template {
+        Some(c) => LeafSpec::from_existing(c, validity),
+        None => LeafSpec {
             common_name: String::new(),
             organizations: vec![],
             dns_names: vec![],
             ip_addresses: vec![],
             usages: vec![],
             validity,
+            not_before_floor: None,
         },
     };
     if let Some(s) = subject {
@@ -369,28 +523,18 @@ pub fn rotate_certificate(
     policy: &RenewalPolicy,
     spec: &CertificateSpec,
     req: Request,
+    revs: &[Entry],
 ) -> Outcome {
-    let (current, current_key) = current_pair(root, &spec.cert, &spec.key);
+    let (current, current_key, template) = current_pair(root, &spec.cert, &spec.key);
     let mut out = outcome(
         &spec.name,
         &spec.cert,
         &current,
         Action::Failed(String::new()),
     );
-    let reason = match decide(&current, req.forced, policy, req.now) {
-        Decision::Rotate(r) => r,
-        Decision::Keep(next) => {
-            return Outcome {
-                action: Action::Kept { next },
-                ..out
-            }
-        }
-        Decision::ClockBehind(nb) => {
-            return Outcome {
-                action: Action::ClockBehind { not_before: nb },
-                ..out
-            }
-        }
+    let reason = match reason_to_rotate(&current, revs, policy, req) {
+        Ok(r) => r,
+        Err(action) => return Outcome { action, ..out },
     };
     let result = (|| -> Result<Outcome, String> {
         let ca = load_ca(root, &spec.ca, req.now)?;
@@ -400,8 +544,16 @@ pub fn rotate_certificate(
             spec.ip_addresses.as_ref(),
             spec.usages.as_ref(),
             spec.validity.0,
-            &current,
+            template.as_ref(),
         )?;
+        let mut leaf = leaf;
+        floor_for(revs, &mut leaf, req.now);
+        if let Some(blocked) = blocked_by(revs, &future_identity(&leaf, req.now), req.now) {
+            return Ok(Outcome {
+                action: blocked,
+                ..out.clone()
+            });
+        }
         if req.dry_run {
             return Ok(Outcome {
                 action: Action::WouldRotate(reason.clone()),
@@ -502,6 +654,7 @@ pub fn rotate_kubeconfig(
     policy: &RenewalPolicy,
     spec: &KubeconfigSpec,
     req: Request,
+    revs: &[Entry],
 ) -> Outcome {
     let text = match read(root, &spec.path) {
         Ok(t) => t,
@@ -525,20 +678,9 @@ pub fn rotate_kubeconfig(
         &current,
         Action::Failed(String::new()),
     );
-    let reason = match decide(&current, req.forced, policy, req.now) {
-        Decision::Rotate(r) => r,
-        Decision::Keep(next) => {
-            return Outcome {
-                action: Action::Kept { next },
-                ..out
-            }
-        }
-        Decision::ClockBehind(nb) => {
-            return Outcome {
-                action: Action::ClockBehind { not_before: nb },
-                ..out
-            }
-        }
+    let reason = match reason_to_rotate(&current, revs, policy, req) {
+        Ok(r) => r,
+        Err(action) => return Outcome { action, ..out },
     };
     let result = (|| -> Result<Outcome, String> {
         let ca = load_ca(root, &spec.ca, req.now)?;
@@ -548,8 +690,19 @@ pub fn rotate_kubeconfig(
             Some(&vec![]),
             Some(&vec![Usage::ClientAuth]),
             spec.validity.0,
-            &current,
+            match &current {
+                Current::Present(c) => Some(&**c),
+                _ => None,
+            },
         )?;
+        let mut leaf = leaf;
+        floor_for(revs, &mut leaf, req.now);
+        if let Some(blocked) = blocked_by(revs, &future_identity(&leaf, req.now), req.now) {
+            return Ok(Outcome {
+                action: blocked,
+                ..out.clone()
+            });
+        }
         if req.dry_run {
             return Ok(Outcome {
                 action: Action::WouldRotate(reason.clone()),

@@ -24,6 +24,8 @@ pub enum Reason {
     Expired,
     /// Past its renewal deadline.
     Due(OffsetDateTime),
+    /// Matched a RenewRevocation entry (its id and what it says).
+    Revoked(String),
 }
 
 impl std::fmt::Display for Reason {
@@ -34,6 +36,7 @@ impl std::fmt::Display for Reason {
             Reason::Broken(e) => write!(f, "broken: {e}"),
             Reason::Expired => write!(f, "expired"),
             Reason::Due(d) => write!(f, "due since {}", rfc3339(*d)),
+            Reason::Revoked(r) => write!(f, "revoked by {r}"),
         }
     }
 }
@@ -48,21 +51,29 @@ pub enum Decision {
     ClockBehind(OffsetDateTime),
 }
 
+/// `revoked`: the revocation entry the current certificate matches, if any.
+/// `repair_only`: renew only what is broken (expired, missing, unreadable, revoked), not
+/// what is merely due (`kube-cert-agent repair`).
 pub fn decide(
     current: &Current,
     forced: bool,
+    revoked: Option<String>,
+    repair_only: bool,
     policy: &RenewalPolicy,
     now: OffsetDateTime,
 ) -> Decision {
     match current {
         Current::Present(c) if now < c.not_before && !forced => Decision::ClockBehind(c.not_before),
         _ if forced => Decision::Rotate(Reason::Forced),
+        Current::Present(_) if revoked.is_some() => {
+            Decision::Rotate(Reason::Revoked(revoked.unwrap_or_default()))
+        }
         Current::Missing => Decision::Rotate(Reason::Missing),
         Current::Broken(e) => Decision::Rotate(Reason::Broken(e.clone())),
         Current::Present(c) if now >= c.not_after => Decision::Rotate(Reason::Expired),
         Current::Present(c) => {
             let deadline = policy.deadline(c);
-            if now >= deadline {
+            if now >= deadline && !repair_only {
                 Decision::Rotate(Reason::Due(deadline))
             } else {
                 Decision::Keep(deadline)
@@ -116,41 +127,71 @@ mod tests {
     fn decisions() {
         let c = cert(NB, NA);
         let early = NB + Duration::hours(1);
-        assert!(matches!(decide(&c, false, &P, early), Decision::Keep(_)));
+        assert!(matches!(
+            decide(&c, false, None, false, &P, early),
+            Decision::Keep(_)
+        ));
         assert_eq!(
-            decide(&c, true, &P, early),
+            decide(&c, true, None, false, &P, early),
             Decision::Rotate(Reason::Forced)
         );
         // Past 90% is always due, whatever the jitter drew.
         let late = NB + Duration::hours(96) * 0.91;
         assert!(matches!(
-            decide(&c, false, &P, late),
+            decide(&c, false, None, false, &P, late),
             Decision::Rotate(Reason::Due(_))
         ));
-        assert_eq!(decide(&c, false, &P, NA), Decision::Rotate(Reason::Expired));
         assert_eq!(
-            decide(&Current::Missing, false, &P, early),
+            decide(&c, false, None, false, &P, NA),
+            Decision::Rotate(Reason::Expired)
+        );
+        assert_eq!(
+            decide(&Current::Missing, false, None, false, &P, early),
             Decision::Rotate(Reason::Missing)
         );
         assert_eq!(
-            decide(&Current::Broken("x".into()), false, &P, early),
+            decide(&Current::Broken("x".into()), false, None, false, &P, early),
             Decision::Rotate(Reason::Broken("x".into()))
         );
         // A clock behind the certificate's notBefore: reported, not re-issued in a loop...
         assert_eq!(
-            decide(&c, false, &P, NB - Duration::hours(2)),
+            decide(&c, false, None, false, &P, NB - Duration::hours(2)),
             Decision::ClockBehind(NB)
         );
         // ...unless the operator forces it.
         assert_eq!(
-            decide(&c, true, &P, NB - Duration::hours(2)),
+            decide(&c, true, None, false, &P, NB - Duration::hours(2)),
             Decision::Rotate(Reason::Forced)
         );
     }
 
     #[test]
+    fn revoked_and_repair_only() {
+        let c = cert(NB, NA);
+        let early = NB + Duration::hours(1);
+        assert_eq!(
+            decide(&c, false, Some("r/0".into()), false, &P, early),
+            Decision::Rotate(Reason::Revoked("r/0".into()))
+        );
+        // repair renews the broken, not the merely due.
+        let late = NB + Duration::hours(96) * 0.91;
+        assert!(matches!(
+            decide(&c, false, None, true, &P, late),
+            Decision::Keep(_)
+        ));
+        assert_eq!(
+            decide(&c, false, None, true, &P, NA),
+            Decision::Rotate(Reason::Expired)
+        );
+        assert_eq!(
+            decide(&Current::Missing, false, None, true, &P, early),
+            Decision::Rotate(Reason::Missing)
+        );
+    }
+
+    #[test]
     fn keep_reports_a_deadline_within_70_to_90_percent() {
-        let Decision::Keep(d) = decide(&cert(NB, NA), false, &P, NB) else {
+        let Decision::Keep(d) = decide(&cert(NB, NA), false, None, false, &P, NB) else {
             panic!()
         };
         assert!(d >= NB + Duration::hours(96) * 0.7 && d <= NB + Duration::hours(96) * 0.9);

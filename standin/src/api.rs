@@ -331,6 +331,41 @@ pub async fn handle(
 }
 
 const API_PREFIX: &str = "/apis/certificates.k8s.io/v1/certificatesigningrequests";
+const RENEW_REVOCATIONS: &str =
+    "/apis/certificates.microsoft.com/v1/namespaces/kube-system/renewrevocations";
+
+/// LIST of the RenewRevocation custom resource: nodes and admins may read it (the agent's
+/// CRD file ships the ClusterRole that grants this to system:nodes).
+fn renew_revocations(shared: &Arc<Shared>, user: &User, method: &Method) -> Response<Body> {
+    if method != Method::GET {
+        return error_response(&ApiError::new(
+            405,
+            "MethodNotAllowed",
+            "the stand-in serves renewrevocations read-only",
+        ));
+    }
+    if !(user.in_group("system:masters") || user.in_group("system:nodes")) {
+        return error_response(&ApiError::new(
+            403,
+            "Forbidden",
+            format!(
+                "renewrevocations.certificates.microsoft.com is forbidden: User \"{}\" cannot list resource \"renewrevocations\" in API group \"certificates.microsoft.com\" in the namespace \"kube-system\"",
+                user.name
+            ),
+        ));
+    }
+    let items = lock(&shared.renew_revocations).clone();
+    let rv = lock(&shared.store).rv;
+    json_response(
+        200,
+        &serde_json::json!({
+            "apiVersion": "certificates.microsoft.com/v1",
+            "kind": "RenewRevocationList",
+            "metadata": {"resourceVersion": rv.to_string()},
+            "items": items,
+        }),
+    )
+}
 
 async fn route(
     shared: &Arc<Shared>,
@@ -356,6 +391,9 @@ async fn route(
             ));
         }
         return json_response(200, &d);
+    }
+    if path == RENEW_REVOCATIONS {
+        return renew_revocations(shared, user, &method);
     }
     let Some(rest) = path.strip_prefix(API_PREFIX) else {
         return error_response(&ApiError::new(

@@ -217,6 +217,7 @@ impl StandIn {
             close_watches,
             approver_seen: Mutex::new(HashSet::new()),
             addr: Mutex::new(addr.to_string()),
+            renew_revocations: Mutex::new(vec![]),
         });
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -554,6 +555,13 @@ impl StandIn {
     // ---- request log ----
 
     /// Every request so far, in order.
+    /// Replace the RenewRevocation objects served under
+    /// `/apis/certificates.microsoft.com/v1/namespaces/kube-system/renewrevocations`
+    /// (the CRD the agent ships; list only: no watch, no create through the API).
+    pub fn set_renew_revocations(&self, objects: Vec<serde_json::Value>) {
+        *lock(&self.shared.renew_revocations) = objects;
+    }
+
     pub fn requests(&self) -> Vec<RequestRecord> {
         lock(&self.shared.log).clone()
     }

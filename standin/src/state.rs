@@ -88,6 +88,8 @@ pub struct Shared {
     pub close_watches: watch::Sender<u64>,
     pub approver_seen: Mutex<HashSet<String>>,
     pub addr: Mutex<String>,
+    /// RenewRevocation objects in kube-system (certificates.microsoft.com/v1), as JSON.
+    pub renew_revocations: Mutex<Vec<serde_json::Value>>,
 }
 
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -1,0 +1,28 @@
+//! RenewRevocation objects from the cluster (`revocation.cluster: true`): listed from
+//! kube-system with the node's client certificate on every run (no watch yet: the daemon's
+//! runs pick changes up). Reading them needs RBAC: the CRD file ships a ClusterRole and
+//! binding that let `system:nodes` get/list/watch `renewrevocations`.
+
+use crate::kube::client::{ApiClient, Credentials};
+use crate::kubelet::Node;
+
+use super::{parse_values, Loaded};
+
+pub const PATH: &str =
+    "/apis/certificates.microsoft.com/v1/namespaces/kube-system/renewrevocations";
+pub const SOURCE: &str = "cluster kube-system/renewrevocations";
+
+/// List and parse; an error says why the cluster's entries could not be read.
+pub async fn list(node: &Node<'_>) -> Result<Loaded, String> {
+    let (endpoint, creds) = node.mtls()?.ok_or(
+        "no valid node client certificate yet (the kubelet client certificate comes first)",
+    )?;
+    debug_assert!(matches!(creds, Credentials::ClientCertificate { .. }));
+    let client = ApiClient::new(&endpoint, &creds).map_err(|e| e.to_string())?;
+    let list = client.get_json(PATH).await.map_err(|e| e.to_string())?;
+    let items = list
+        .get("items")
+        .and_then(|i| i.as_array())
+        .ok_or_else(|| format!("{PATH}: the answer has no items"))?;
+    Ok(parse_values(SOURCE, items))
+}

@@ -1,0 +1,305 @@
+//! Reading RenewRevocation documents, exactly as the seeds show them. A bad entry is an
+//! error naming the file and the entry; the other entries still apply, and nothing is
+//! revoked because of an entry that failed to parse.
+
+use std::path::Path;
+
+use serde_json::Value;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use super::{normalize_serial, Entry, Rule, API_VERSION, KIND};
+use crate::paths::NodeRoot;
+
+/// Entries and errors from one or more files.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub entries: Vec<Entry>,
+    /// `file: document 2 (name) entry 3: reason`
+    pub errors: Vec<String>,
+}
+
+/// Parse every document in `text` (several may be separated by `---`).
+pub fn parse_documents(source: &str, text: &str) -> Loaded {
+    match serde_saphyr::from_str_multiple::<Value, Vec<Value>>(text) {
+        Ok(docs) => parse_values(source, &docs),
+        Err(e) => Loaded {
+            entries: vec![],
+            errors: vec![format!(
+                "{source}: {}",
+                crate::config::render_yaml_error(&e)
+            )],
+        },
+    }
+}
+
+/// Documents already parsed (YAML files, or the items of a list from the API server).
+pub fn parse_values(source: &str, docs: &[Value]) -> Loaded {
+    let mut out = Loaded::default();
+    for (d, doc) in docs.iter().enumerate() {
+        if doc.is_null() {
+            continue; // an empty document (a trailing ---)
+        }
+        let where_doc = format!("{source}: document {}", d + 1);
+        let kind = doc.get("kind").and_then(Value::as_str).unwrap_or("");
+        let api = doc.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+        if kind != KIND || api != API_VERSION {
+            out.errors.push(format!(
+                "{where_doc}: is {api}/{kind}, not {API_VERSION}/{KIND}; ignored"
+            ));
+            continue;
+        }
+        let name = doc
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        if name.is_empty() {
+            out.errors
+                .push(format!("{where_doc}: metadata.name is missing"));
+            continue;
+        }
+        let where_doc = format!("{where_doc} ({name})");
+        let description = doc
+            .pointer("/spec/description")
+            .and_then(Value::as_str)
+            .map(String::from);
+        let list = match doc.pointer("/spec/revocations") {
+            Some(Value::Array(a)) => a,
+            Some(_) => {
+                out.errors
+                    .push(format!("{where_doc}: spec.revocations must be a list"));
+                continue;
+            }
+            None => {
+                out.errors
+                    .push(format!("{where_doc}: spec.revocations is missing"));
+                continue;
+            }
+        };
+        if list.is_empty() {
+            out.errors.push(format!(
+                "{where_doc}: spec.revocations is empty; it revokes nothing"
+            ));
+        }
+        for (i, raw) in list.iter().enumerate() {
+            match parse_entry(raw) {
+                Ok((rule, not_before)) => out.entries.push(Entry {
+                    source: source.to_string(),
+                    document: name.clone(),
+                    index: i,
+                    rule,
+                    not_before,
+                    description: description.clone(),
+                }),
+                Err(e) => out.errors.push(format!("{where_doc} entry {i}: {e}")),
+            }
+        }
+    }
+    out
+}
+
+fn parse_entry(raw: &Value) -> Result<(Rule, Option<OffsetDateTime>), String> {
+    let obj = raw.as_object().ok_or("an entry must be a mapping")?;
+    let kind = obj
+        .get("kind")
+        .and_then(Value::as_str)
+        .ok_or("kind is missing")?;
+    let field = |name: &str| -> Result<&str, String> {
+        obj.get(name)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| format!("kind {kind} needs {name}"))
+    };
+    // The seed mixes `serialnumber` and `Group`: kinds are case-insensitive.
+    let (rule, allowed) = match kind.to_ascii_lowercase().as_str() {
+        "serialnumber" => {
+            let s = field("serialNumber")?;
+            let n = normalize_serial(s)
+                .ok_or_else(|| format!("serialNumber {s:?} is not hexadecimal"))?;
+            (Rule::Serial(n), "serialNumber")
+        }
+        "group" => (Rule::Group(field("group")?.to_string()), "group"),
+        "dns" => {
+            let d = field("dns")?.to_ascii_lowercase();
+            let bad = |d: &str| {
+                d.is_empty()
+                    || !d
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+            };
+            if bad(&d) {
+                return Err(format!("dns {d:?} is not a DNS name"));
+            }
+            let rule = if d.starts_with('.') {
+                Rule::DnsSuffix(d.trim_end_matches('.').to_string())
+            } else {
+                Rule::Dns(d.trim_end_matches('.').to_string())
+            };
+            (rule, "dns")
+        }
+        "ip" => {
+            let s = field("ip")?;
+            (
+                Rule::Ip(
+                    s.parse()
+                        .map_err(|_| format!("ip {s:?} is not an IPv4 or IPv6 address"))?,
+                ),
+                "ip",
+            )
+        }
+        other => {
+            return Err(format!(
+                "unknown kind {other:?} (serialnumber, Group, DNS or IP)"
+            ))
+        }
+    };
+    if let Some(extra) = obj
+        .keys()
+        .find(|k| !["kind", "notBefore", allowed].contains(&k.as_str()))
+    {
+        return Err(format!("unknown field {extra:?} for kind {kind}"));
+    }
+    let not_before = match obj.get("notBefore") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(
+            OffsetDateTime::parse(s.trim(), &Rfc3339)
+                .map_err(|e| format!("notBefore {s:?} is not an RFC 3339 time ({e})"))?,
+        ),
+        Some(other) => return Err(format!("notBefore {other} is not an RFC 3339 time")),
+    };
+    Ok((rule, not_before))
+}
+
+/// Every `*.yaml` / `*.yml` in a node directory, in name order. A missing directory is no
+/// revocations, not an error.
+pub fn load_dir(root: &NodeRoot, dir: &Path) -> Loaded {
+    let mut out = Loaded::default();
+    let host = root.host_path(dir);
+    let Ok(listing) = std::fs::read_dir(&host) else {
+        return out;
+    };
+    let mut names: Vec<String> = listing
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| (n.ends_with(".yaml") || n.ends_with(".yml")) && !n.starts_with('.'))
+        .collect();
+    names.sort();
+    for n in names {
+        let p = dir.join(&n);
+        let source = p.display().to_string();
+        match root
+            .read(&p)
+            .map_err(|e| e.to_string())
+            .and_then(|b| String::from_utf8(b).map_err(|_| "not UTF-8".into()))
+        {
+            Ok(text) => {
+                let l = parse_documents(&source, &text);
+                out.entries.extend(l.entries);
+                out.errors.extend(l.errors);
+            }
+            Err(e) => out.errors.push(format!("{source}: {e}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The seed's example, verbatim (DESIGN.md).
+    const SEED: &str = r#"apiVersion: certificates.microsoft.com/v1
+kind: RenewRevocation
+metadata: {name: my-renew-revocation, namespace: kube-system}
+spec:
+  description: My list of renew revocations
+  revocations:
+  - {kind: serialnumber, serialNumber: 77fdf4b1033b387aaace6ce1c18710c2, notBefore: "2020-04-17T17:22:05Z"}
+  - {kind: Group, group: system:nodes}
+  - {kind: DNS, dns: kubernetes.default.svc.}   # exact name; trailing dot = same FQDN
+  - {kind: DNS, dns: .cluster.local}            # leading dot = suffix
+  - {kind: IP, ip: 170.63.128.124}
+"#;
+
+    #[test]
+    fn the_seed_example_parses() {
+        let l = parse_documents("seed.yaml", SEED);
+        assert!(l.errors.is_empty(), "{:?}", l.errors);
+        let rules: Vec<&Rule> = l.entries.iter().map(|e| &e.rule).collect();
+        assert_eq!(
+            rules,
+            [
+                &Rule::Serial("77fdf4b1033b387aaace6ce1c18710c2".into()),
+                &Rule::Group("system:nodes".into()),
+                &Rule::Dns("kubernetes.default.svc".into()),
+                &Rule::DnsSuffix(".cluster.local".into()),
+                &Rule::Ip("170.63.128.124".parse().unwrap()),
+            ]
+        );
+        assert_eq!(
+            l.entries[0].not_before,
+            Some(time::macros::datetime!(2020-04-17 17:22:05 UTC))
+        );
+        assert_eq!(l.entries[1].id(), "my-renew-revocation/1");
+        assert_eq!(
+            l.entries[0].description.as_deref(),
+            Some("My list of renew revocations")
+        );
+    }
+
+    #[test]
+    fn bad_entries_are_named_and_the_rest_still_apply() {
+        let text = r#"apiVersion: certificates.microsoft.com/v1
+kind: RenewRevocation
+metadata: {name: bad}
+spec:
+  revocations:
+  - {kind: fingerprint, value: abc}
+  - {kind: serialnumber, serialNumber: not-hex}
+  - {kind: IP, ip: 300.1.1.1}
+  - {kind: Group, group: system:nodes, notBefore: yesterday}
+  - {kind: DNS, dns: good.example}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: cm}
+---
+apiVersion: certificates.microsoft.com/v1
+kind: RenewRevocation
+metadata: {name: empty}
+spec: {revocations: []}
+"#;
+        let l = parse_documents("/etc/kube-cert-agent/revocations.d/x.yaml", text);
+        assert_eq!(l.entries.len(), 1);
+        assert_eq!(l.entries[0].rule, Rule::Dns("good.example".into()));
+        let e = l.errors.join("\n");
+        for want in [
+            "x.yaml: document 1 (bad) entry 0: unknown kind \"fingerprint\"",
+            "entry 1: serialNumber \"not-hex\" is not hexadecimal",
+            "entry 2: ip \"300.1.1.1\" is not an IPv4 or IPv6 address",
+            "entry 3: notBefore \"yesterday\" is not an RFC 3339 time",
+            "document 2: is v1/ConfigMap, not certificates.microsoft.com/v1/RenewRevocation",
+            "document 3 (empty): spec.revocations is empty",
+        ] {
+            assert!(e.contains(want), "missing {want:?} in\n{e}");
+        }
+    }
+
+    #[test]
+    fn a_yaml_bomb_is_refused_not_expanded() {
+        let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..30 {
+            let p = i - 1;
+            bomb.push_str(&format!("a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"));
+        }
+        let t = std::time::Instant::now();
+        let l = parse_documents("bomb.yaml", &bomb);
+        assert!(l.entries.is_empty());
+        assert_eq!(l.errors.len(), 1, "{:?}", l.errors);
+        assert!(l.errors[0].starts_with("bomb.yaml: "), "{:?}", l.errors);
+        // 10^30 nodes were not built: this returns at once (a loose bound, not a benchmark).
+        assert!(t.elapsed() < std::time::Duration::from_secs(10));
+    }
+}
