@@ -51,6 +51,8 @@ test: test-deps lint
 	$(CARGO) test --workspace --lib --bins --tests
 	# Crash windows: the store's failpoints between write, fsync, swap and prune.
 	$(CARGO) test --features failpoints --test store_failpoints
+	# The daemon's stalled-loop failpoint, killed by systemd's watchdog (systemd-sandbox).
+	$(CARGO) test --features failpoints --test daemon_systemd watchdog
 	# The .deb and .rpm: built, linted, installed (the .deb in real systemd).
 	$(MAKE) package-test
 
@@ -62,6 +64,7 @@ bench:
 	$(CARGO) bench --bench bootstrap
 	$(CARGO) bench --bench rotation
 	$(CARGO) bench --bench check_inventory
+	$(CARGO) bench --bench daemon_idle
 
 clean:
 	$(CARGO) clean

@@ -4,6 +4,9 @@ set -euo pipefail
 need=()
 command -v openssl >/dev/null || need+=(openssl)
 command -v setpriv >/dev/null || need+=(util-linux)
+# The daemon's systemd tests: systemd as PID 1 in systemd-sandbox, and a system bus for D-Bus.
+[[ -x /lib/systemd/systemd ]] || need+=(systemd)
+command -v dbus-daemon >/dev/null || need+=(dbus)
 # make package-test: lintian (~80 s together with rpm and rpmlint on a fresh machine),
 # rpmbuild/rpm (Debian's rpm package), rpmlint; PyYAML for the CRD check.
 command -v lintian >/dev/null || need+=(lintian)

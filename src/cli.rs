@@ -35,6 +35,14 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The daemon, in the foreground (what kube-cert-agent.service starts).
+    Run,
+    /// What the daemon manages: last result, next rotation, pending actions; and whether
+    /// a daemon is running.
+    Status {
+        #[arg(long, short, value_enum, default_value = "table")]
+        output: Output,
+    },
     /// Report every certificate on the node and when it expires.
     Check(CheckArgs),
     /// Renew certificates now: the named ones, --all, or (with neither) those that are due.
@@ -132,6 +140,18 @@ pub fn run(cli: Cli) -> Result<ExitCode, Fatal> {
             println!("kube-cert-agent {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::Ok)
         }
+        Command::Run => crate::agent::run(root, cli.config.as_deref()),
+        Command::Status { output } => {
+            let running = crate::service::control::running(&root);
+            let state = crate::service::state::read(&root)
+                .map_err(|e| Fatal::failure(anyhow::anyhow!(e)))?;
+            let text = match output {
+                Output::Json => crate::service::state::render_json(state.as_ref(), running),
+                Output::Table => crate::service::state::render_table(state.as_ref(), running),
+            };
+            let _ = std::io::stdout().lock().write_all(text.as_bytes());
+            Ok(ExitCode::Ok)
+        }
         Command::Check(args) => {
             let config = config::load(cli.config.as_deref(), &root).map_err(Fatal::config)?;
             check(&root, &config, &args)
@@ -181,6 +201,29 @@ fn rotate(root: &NodeRoot, config: &Config, args: &RotateArgs) -> Result<ExitCod
             )));
         }
     }
+    // A running daemon does it (no race with its own rotations); else we do it here.
+    let ask = crate::service::control::Request::Rotate {
+        all: args.all,
+        dry_run: args.dry_run,
+        names: args.names.clone(),
+    };
+    match crate::service::control::ask(root, &ask, None) {
+        Ok(Some(reply)) => {
+            eprintln!("kube-cert-agent: asked the running daemon");
+            for l in &reply.lines {
+                println!("{l}");
+            }
+            return Ok(match reply.code {
+                0 => ExitCode::Ok,
+                3 => ExitCode::Config,
+                _ => ExitCode::Failure,
+            });
+        }
+        Ok(None) => {}
+        Err(e) => eprintln!(
+            "kube-cert-agent: the daemon's control socket did not answer ({e}); rotating here"
+        ),
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -196,11 +239,26 @@ fn rotate(root: &NodeRoot, config: &Config, args: &RotateArgs) -> Result<ExitCod
     for o in &outcomes {
         println!("{}", o.line());
     }
-    Ok(if outcomes.iter().any(|o| o.failed()) {
+    let actions_ok = run_dependents(&runtime, root, config, &outcomes);
+    Ok(if outcomes.iter().any(|o| o.failed()) || !actions_ok {
         ExitCode::Failure
     } else {
         ExitCode::Ok
     })
+}
+
+/// Restart / signal what depends on the rotated certificates, each once.
+fn run_dependents(
+    runtime: &tokio::runtime::Runtime,
+    root: &NodeRoot,
+    config: &Config,
+    outcomes: &[crate::rotation::Outcome],
+) -> bool {
+    let (lines, ok) = runtime.block_on(crate::agent::run_actions_once(root, config, outcomes));
+    for l in lines {
+        println!("{l}");
+    }
+    ok
 }
 
 fn repair(root: &NodeRoot, config: &Config, dry_run: bool) -> Result<ExitCode, Fatal> {
@@ -244,7 +302,9 @@ fn repair(root: &NodeRoot, config: &Config, dry_run: bool) -> Result<ExitCode, F
         repaired
     };
     println!("{count} {verb}, {healthy} healthy, {broken} could not be repaired");
-    Ok(if broken > 0 {
+    // Dependents restarted once, after everything repaired is in place.
+    let actions_ok = dry_run || run_dependents(&runtime, root, config, &outcomes);
+    Ok(if broken > 0 || !actions_ok {
         ExitCode::Failure
     } else {
         ExitCode::Ok

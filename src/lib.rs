@@ -4,6 +4,7 @@
 //! Pure decisions (status, deadlines, matching) live in [`pki`]; the disk lives in
 //! [`paths`] and [`inventory`]; the API server lives in [`kube`].
 
+pub mod agent;
 pub mod check;
 pub mod cli;
 pub mod config;
@@ -16,4 +17,5 @@ pub mod pki;
 pub mod remote;
 pub mod revocation;
 pub mod rotation;
+pub mod service;
 pub mod store;

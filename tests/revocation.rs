@@ -464,3 +464,64 @@ fn a_clock_behind_is_reported_not_reissued_in_a_loop() {
         assert_eq!(openssl::view(&pki.join("apiserver.crt")).serial, s0);
     }
 }
+
+#[test]
+fn repair_restarts_a_shared_dependent_once() {
+    let node = NodeTree::new();
+    let pki = node.path(PKI);
+    let ca = openssl::ca(&pki, "ca", Key::P256, "kubernetes", 3650);
+    let expired = Some(("20260101000000Z", "20260105000000Z"));
+    openssl::leaf(
+        &pki,
+        "apiserver",
+        &ca,
+        &Leaf {
+            subject: "/CN=kube-apiserver",
+            dates: expired,
+            ..Leaf::default()
+        },
+    );
+    openssl::leaf(
+        &pki,
+        "apiserver-kubelet-client",
+        &ca,
+        &Leaf {
+            subject: "/CN=kube-apiserver-kubelet-client",
+            eku: "clientAuth",
+            dates: expired,
+            ..Leaf::default()
+        },
+    );
+    let marker = node.root().join("restarts.log");
+    let action = format!(
+        "  onRotate: [{{command: {{argv: [/bin/sh, -c, \"echo restarted >> {}\"]}}}}]\n",
+        marker.display()
+    );
+    let body: String = CERTS
+        .lines()
+        .map(|l| format!("{l}\n"))
+        .flat_map(|l| {
+            let extra = if l.contains("  key: ") {
+                action.clone()
+            } else {
+                String::new()
+            };
+            [l, extra]
+        })
+        .collect();
+    config(&node, &body);
+    let out = node.agent(&["repair"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("2 repaired"), "{}", text(&out));
+    assert_eq!(
+        std::fs::read_to_string(&marker).unwrap(),
+        "restarted\n",
+        "once for both certificates: {}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("(after rotating apiserver, apiserver-kubelet-client)"),
+        "{}",
+        text(&out)
+    );
+}

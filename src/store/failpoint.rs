@@ -24,7 +24,7 @@ pub(crate) fn hit(_name: &str) -> std::io::Result<()> {
 }
 
 #[cfg(feature = "failpoints")]
-pub use armed::{arm, disarm_all};
+pub use armed::{action, arm, disarm_all};
 
 #[cfg(feature = "failpoints")]
 pub(crate) use armed::hit;
@@ -47,6 +47,12 @@ mod armed {
     /// Disarm every point of the calling thread.
     pub fn disarm_all() {
         ARMED.with(|a| a.borrow_mut().clear());
+    }
+
+    /// The action armed for `name` (thread, then KCA_FAILPOINTS), for points outside the
+    /// store that act on their own (the daemon's `stall`).
+    pub fn action(name: &str) -> Option<String> {
+        action_for(name)
     }
 
     fn action_for(name: &str) -> Option<String> {

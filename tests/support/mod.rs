@@ -2,6 +2,7 @@
 //! node tree under a temporary `--root`.
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod daemon;
 pub mod openssl;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,157 @@
+//! `/var/lib/kube-cert-agent/state.json`: what the daemon manages, the last result and the
+//! next deadline of each certificate, and dependents' actions still pending. Written
+//! atomically (`Store::write_file`) after every cycle; read by `kube-cert-agent status`.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::paths::NodeRoot;
+use crate::store::{FileSpec, Store};
+
+pub const STATE_PATH: &str = "/var/lib/kube-cert-agent/state.json";
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct State {
+    pub pid: u32,
+    /// RFC 3339.
+    pub updated: String,
+    pub certificates: Vec<CertState>,
+    /// Actions of rotated certificates that have not succeeded yet (retried with backoff).
+    pub pending_actions: Vec<PendingAction>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CertState {
+    pub name: String,
+    pub path: String,
+    /// `rotated`, `valid`, `failed`, `clockBehind`.
+    pub last_result: String,
+    pub error: Option<String>,
+    pub serial: Option<String>,
+    pub not_after: Option<String>,
+    pub next_deadline: Option<String>,
+    pub last_rotated: Option<String>,
+    /// When a failed rotation is tried again.
+    pub retry_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingAction {
+    pub action: String,
+    pub certificates: Vec<String>,
+    pub error: String,
+    pub attempts: u32,
+    pub retry_at: String,
+}
+
+pub fn write(root: &NodeRoot, state: &State) -> Result<(), String> {
+    let mut json = serde_json::to_vec_pretty(state).map_err(|e| e.to_string())?;
+    json.push(b'\n');
+    Store::new(root.clone(), 1)
+        .write_file(
+            Path::new(STATE_PATH),
+            &json,
+            FileSpec {
+                mode: 0o644,
+                owner: None,
+            },
+        )
+        .map_err(|e| format!("{STATE_PATH}: {e}"))
+}
+
+pub fn read(root: &NodeRoot) -> Result<Option<State>, String> {
+    match root.read(Path::new(STATE_PATH)) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| format!("{STATE_PATH}: {e}")),
+        Err(crate::paths::ReadError::NotFound) => Ok(None),
+        Err(e) => Err(format!("{STATE_PATH}: {e}")),
+    }
+}
+
+/// `status --output table`.
+pub fn render_table(state: Option<&State>, running: Option<u32>) -> String {
+    let mut out = match running {
+        Some(pid) => format!("daemon: running (pid {pid})\n"),
+        None => "daemon: not running\n".to_string(),
+    };
+    let Some(s) = state else {
+        out.push_str("no state yet: the daemon has not completed a cycle\n");
+        return out;
+    };
+    out.push_str(&format!("state of {}\n\n", s.updated));
+    let rows: Vec<[String; 5]> = s
+        .certificates
+        .iter()
+        .map(|c| {
+            [
+                c.name.clone(),
+                c.last_result.clone(),
+                c.serial.clone().unwrap_or_else(|| "-".into()),
+                c.not_after.clone().unwrap_or_else(|| "-".into()),
+                c.next_deadline.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    let head = [
+        "NAME",
+        "LAST RESULT",
+        "SERIAL",
+        "NOT AFTER",
+        "NEXT ROTATION",
+    ];
+    let mut w = head.map(str::len);
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.len());
+        }
+    }
+    let line = |r: [&str; 5]| {
+        let mut l = String::new();
+        for (i, c) in r.iter().enumerate() {
+            l.push_str(&format!("{:<width$}  ", c, width = w[i]));
+        }
+        l.trim_end().to_string() + "\n"
+    };
+    out.push_str(&line(head));
+    for r in &rows {
+        out.push_str(&line([&r[0], &r[1], &r[2], &r[3], &r[4]]));
+    }
+    for c in &s.certificates {
+        if let Some(e) = &c.error {
+            out.push_str(&format!("\n{}: {e}", c.name));
+            if let Some(r) = &c.retry_at {
+                out.push_str(&format!(" (retry at {r})"));
+            }
+        }
+    }
+    for a in &s.pending_actions {
+        out.push_str(&format!(
+            "\npending action {} for {}: {} ({} attempts, retry at {})",
+            a.action,
+            a.certificates.join(", "),
+            a.error,
+            a.attempts,
+            a.retry_at
+        ));
+    }
+    if out.ends_with('\n') {
+        out
+    } else {
+        out + "\n"
+    }
+}
+
+/// `status --output json`: the state plus `running` and `pid` of the live daemon.
+pub fn render_json(state: Option<&State>, running: Option<u32>) -> String {
+    let v = serde_json::json!({
+        "running": running.is_some(),
+        "pid": running,
+        "state": state,
+    });
+    serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
+}
