@@ -271,7 +271,7 @@ if sb kube-cert-agent --help 2>/dev/null | grep -qE '^\s+run\b'; then
   sb cp /exchange/config.yaml.orig /etc/kube-cert-agent/config.yaml
   sb mkdir -p /var/lib/kube-cert-agent   # (the daemon's state.json is there already)
 else
-  skip "deb_daemon_start_reload: this kube-cert-agent has no 'run' command yet (the daemon is on branch daemon); start/reload/journal are not tested"
+  skip "deb_daemon_start_reload: this kube-cert-agent has no 'run' command; start/reload/journal are not tested"
 fi
 
 # dpkg -r: stopped, disabled, binary and unit gone, conffile kept; --purge removes it.
