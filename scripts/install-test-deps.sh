@@ -7,6 +7,12 @@ command -v setpriv >/dev/null || need+=(util-linux)
 # The daemon's systemd tests: systemd as PID 1 in systemd-sandbox, and a system bus for D-Bus.
 [[ -x /lib/systemd/systemd ]] || need+=(systemd)
 command -v dbus-daemon >/dev/null || need+=(dbus)
+# make package-test: lintian (~80 s together with rpm and rpmlint on a fresh machine),
+# rpmbuild/rpm (Debian's rpm package), rpmlint; PyYAML for the CRD check.
+command -v lintian >/dev/null || need+=(lintian)
+command -v rpmbuild >/dev/null || need+=(rpm)
+command -v rpmlint >/dev/null || need+=(rpmlint)
+python3 -c 'import yaml' 2>/dev/null || need+=(python3-yaml)
 if ((${#need[@]})); then
   [[ $(id -u) == 0 ]] || { echo "install-test-deps: need root to install: ${need[*]}" >&2; exit 1; }
   apt-get update -qq
@@ -16,3 +22,8 @@ fi
 command -v kubectl >/dev/null || echo "install-test-deps: note: kubectl not found; the kubectl tests will fail" >&2
 command -v cargo >/dev/null || { echo "install-test-deps: cargo is required" >&2; exit 1; }
 rustup component list --installed 2>/dev/null | grep -q clippy || rustup component add clippy rustfmt 2>/dev/null || true
+# make deb: cargo-deb (~2 to 2.5 min to build on 2 cores; only when missing).
+if ! cargo deb --version >/dev/null 2>&1; then
+  echo "install-test-deps: cargo install cargo-deb --locked (about 2.5 min)" >&2
+  cargo install cargo-deb --locked --quiet
+fi

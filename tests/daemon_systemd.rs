@@ -137,9 +137,12 @@ fn agent_unit(sb: &Sandbox, root: &str, extra: &str) -> String {
     )
     .unwrap();
     assert!(unit.contains("ExecStart=/usr/bin/kube-cert-agent run\n"));
+    // The unit's file system is read-only (ProtectSystem=strict) except the node's pki and
+    // kubeconfig directories: a --root tree elsewhere needs ReadWritePaths=, as an operator's
+    // drop-in would add for certificates outside /etc/kubernetes and /var/lib/kubelet.
     let mut unit = unit.replace(
         "ExecStart=/usr/bin/kube-cert-agent run\n",
-        &format!("ExecStart=/exchange/kube-cert-agent --root {root} run\n"),
+        &format!("ExecStart=/exchange/kube-cert-agent --root {root} run\nReadWritePaths={root}\n"),
     );
     if !extra.is_empty() {
         unit = unit.replace("[Service]\n", &format!("[Service]\n{extra}\n"));

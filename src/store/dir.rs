@@ -111,12 +111,24 @@ impl ManagedDir {
                 let mut sofar = PathBuf::new();
                 for c in rel.components() {
                     sofar.push(c);
-                    match rustix::fs::mkdirat(&cur, c.as_os_str(), Mode::from_raw_mode(0o755)) {
-                        Ok(()) => rustix::fs::fsync(&cur).map_err(|e| io("fsync directory", e))?,
-                        Err(Errno::EXIST) => {}
+                    let created = match rustix::fs::mkdirat(
+                        &cur,
+                        c.as_os_str(),
+                        Mode::from_raw_mode(0o755),
+                    ) {
+                        Ok(()) => {
+                            rustix::fs::fsync(&cur).map_err(|e| io("fsync directory", e))?;
+                            true
+                        }
+                        Err(Errno::EXIST) => false,
                         Err(e) => return Err(io("create directory", e)),
-                    }
+                    };
                     cur = open_in_root(&sofar).map_err(|e| io("open", e))?;
+                    if created {
+                        // 0755 whatever the umask (the unit sets UMask=0077).
+                        rustix::fs::fchmod(&cur, Mode::from_raw_mode(0o755))
+                            .map_err(|e| io("chmod", e))?;
+                    }
                 }
                 cur
             }
@@ -342,6 +354,10 @@ impl ManagedDir {
                 Mode::empty(),
             )
             .map_err(|e| self.io(name, "open directory", e))?;
+            // 0755 whatever the umask (the unit sets UMask=0077): readers of the
+            // certificates inside must be able to traverse it.
+            rustix::fs::fchmod(&sub, Mode::from_raw_mode(0o755))
+                .map_err(|e| self.io(name, "chmod", e))?;
             for (file, data, spec) in files {
                 let path = self.host_path(name).join(file);
                 create_file(&sub, file, data, *spec)
