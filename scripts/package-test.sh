@@ -133,7 +133,13 @@ pass "deb_control: Depends on libc6; config.yaml is a conffile"
 # The CRD is YAML for apiextensions.k8s.io/v1 with the expected names.
 python3 - etc/crds/renewrevocations.certificates.microsoft.com.yaml <<'PY' || fail "CRD malformed"
 import sys, yaml
-d = yaml.safe_load(open(sys.argv[1]))
+docs = list(yaml.safe_load_all(open(sys.argv[1])))
+d = docs[0]
+# Read access for nodes (revocation.cluster: true lists with the node's certificate).
+role = next(x for x in docs if x["kind"] == "ClusterRole")
+assert role["rules"][0]["resources"] == ["renewrevocations"] and "list" in role["rules"][0]["verbs"]
+binding = next(x for x in docs if x["kind"] == "RoleBinding")
+assert binding["metadata"]["namespace"] == "kube-system" and binding["subjects"][0]["name"] == "system:nodes"
 assert d["apiVersion"] == "apiextensions.k8s.io/v1" and d["kind"] == "CustomResourceDefinition"
 assert d["metadata"]["name"] == "renewrevocations.certificates.microsoft.com"
 s = d["spec"]; assert s["scope"] == "Namespaced" and s["names"]["kind"] == "RenewRevocation"
@@ -149,7 +155,7 @@ for k in ["serialnumber", "Group", "DNS", "IP", "serialNumber"]:
     assert re.fullmatch(item["kind"]["pattern"].strip("^$"), k), k
 assert re.fullmatch(item["serialNumber"]["pattern"], "77fdf4b1033b387aaace6ce1c18710c2")
 PY
-pass "crd_schema: renewrevocations.certificates.microsoft.com, RenewRevocation v1, the six entry fields"
+pass "crd_schema: renewrevocations.certificates.microsoft.com, RenewRevocation v1, the six entry fields, read access for system:nodes"
 
 # ---- the .deb in real systemd -------------------------------------------------------------
 if [[ $(id -u) != 0 ]] || [[ ! -d /sys/fs/cgroup/unified ]]; then
