@@ -224,18 +224,7 @@ fn rotate(root: &NodeRoot, config: &Config, args: &RotateArgs) -> Result<ExitCod
             "kube-cert-agent: the daemon's control socket did not answer ({e}); rotating here"
         ),
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(Fatal::failure)?;
-    let progress = |msg: &str| eprintln!("{msg}");
-    let outcomes = runtime.block_on(crate::rotation::rotate(
-        root,
-        config,
-        &args.names,
-        req,
-        &progress,
-    ));
+    let (runtime, outcomes) = rotate_here(root, config, &args.names, req)?;
     for o in &outcomes {
         println!("{}", o.line());
     }
@@ -245,6 +234,23 @@ fn rotate(root: &NodeRoot, config: &Config, args: &RotateArgs) -> Result<ExitCod
     } else {
         ExitCode::Ok
     })
+}
+
+/// A rotation run in this process (no daemon to ask), progress on stderr. The runtime is
+/// returned for the dependents' actions that follow.
+fn rotate_here(
+    root: &NodeRoot,
+    config: &Config,
+    names: &[String],
+    req: crate::rotation::Request,
+) -> Result<(tokio::runtime::Runtime, Vec<crate::rotation::Outcome>), Fatal> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Fatal::failure)?;
+    let progress = |msg: &str| eprintln!("{msg}");
+    let outcomes = runtime.block_on(crate::rotation::rotate(root, config, names, req, &progress));
+    Ok((runtime, outcomes))
 }
 
 /// Restart / signal what depends on the rotated certificates, each once.
@@ -268,12 +274,7 @@ fn repair(root: &NodeRoot, config: &Config, dry_run: bool) -> Result<ExitCode, F
         repair_only: true,
         now: time::OffsetDateTime::now_utc(),
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(Fatal::failure)?;
-    let progress = |msg: &str| eprintln!("{msg}");
-    let outcomes = runtime.block_on(crate::rotation::rotate(root, config, &[], req, &progress));
+    let (runtime, outcomes) = rotate_here(root, config, &[], req)?;
     use crate::rotation::Action;
     let mut repaired = 0;
     for o in &outcomes {
@@ -385,13 +386,16 @@ fn rollback(root: &NodeRoot, config: &Config, name: &str) -> Result<ExitCode, Fa
         }
     } else if let (Some(k), Some(base)) = (
         &config.kubelet,
-        ["kubelet-client", "kubelet-server"]
-            .iter()
-            .find(|b| **b == name),
+        [
+            crate::pki::csr::KubeletCert::Client,
+            crate::pki::csr::KubeletCert::Serving,
+        ]
+        .into_iter()
+        .find(|kind| kind.name() == name),
     ) {
         Managed::Kubelet {
             dir: k.cert_dir.clone(),
-            name: base.to_string(),
+            name: base.base_name().to_string(),
         }
     } else if config.kubeconfigs.iter().any(|k| k.name == name) {
         return Err(Fatal::config(anyhow::anyhow!(

@@ -130,6 +130,10 @@ fn bootstrap_from_a_token_then_renew_with_the_node_certificate() {
         text(&out)
     );
     assert_ne!(openssl::view(&resolved(&s.node, CLIENT_PEM)).serial, first);
+    // rollback takes the config's name and swaps the -current link back.
+    let out = s.node.agent(&["rollback", "kubelet-client"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(openssl::view(&resolved(&s.node, CLIENT_PEM)).serial, first);
     let users: Vec<String> = s
         .api
         .requests()
@@ -263,15 +267,21 @@ fn an_expired_client_certificate_logs_in_again_with_the_token() {
     pem.extend(std::fs::read(&old.key).unwrap());
     let target = std::fs::read_link(s.node.path(CLIENT_PEM)).unwrap();
     std::fs::write(s.node.path(target.to_str().unwrap()), pem).unwrap();
-    let out = s.node.agent(&["rotate"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // `repair` re-bootstraps an expired client certificate with the token.
+    let out = s.node.agent(&["repair"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("kubelet-client: rotated (expired)"), "{t}");
+    assert!(t.contains("authenticated with the bootstrap token"), "{t}");
     assert!(
-        text(&out).contains("kubelet-client: rotated (expired)"),
-        "{}",
-        text(&out)
+        t.contains("1 repaired, 0 healthy, 0 could not be repaired"),
+        "{t}"
     );
+    // Not offered to the API server at all (no 401 round trip first).
+    assert!(!t.contains("refused the node's client certificate"), "{t}");
+    let out = s.node.agent(&["repair"]);
     assert!(
-        text(&out).contains("authenticated with the bootstrap token"),
+        text(&out).contains("0 repaired, 1 healthy"),
         "{}",
         text(&out)
     );
@@ -538,6 +548,10 @@ fn a_revoked_kubelet_serving_certificate_is_replaced() {
         "only the revoked one: {stdout}"
     );
     assert_ne!(openssl::view(&resolved(&s.node, SERVING_PEM)).serial, old);
+    // rollback knows the serving certificate by its config name.
+    let out = s.node.agent(&["rollback", "kubelet-serving"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(openssl::view(&resolved(&s.node, SERVING_PEM)).serial, old);
 }
 
 /// `revocation.cluster: true`: RenewRevocation objects in kube-system, read with the node's

@@ -95,32 +95,34 @@ impl Node<'_> {
 
     /// The current certificate of `kind`, if readable and matching its key.
     pub fn current(&self, kind: KubeletCert) -> Result<Option<CertInfo>, String> {
+        Ok(self.current_with_pem(kind)?.map(|(info, _)| info))
+    }
+
+    /// The current certificate and the PEM it came from (certificate and key), read once.
+    fn current_with_pem(&self, kind: KubeletCert) -> Result<Option<(CertInfo, Vec<u8>)>, String> {
         let path = self.current_pem(kind);
+        let at = |e: String| format!("{}: {e}", path.display());
         let bytes = match self.root.read(&path) {
             Err(paths::ReadError::NotFound) | Err(paths::ReadError::Dangling { .. }) => {
                 return Ok(None)
             }
-            Err(e) => return Err(format!("{}: {e}", path.display())),
+            Err(e) => return Err(at(e.to_string())),
             Ok(b) => b,
         };
-        let m = parse_material(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        let m = parse_material(&bytes).map_err(at)?;
         let der = m
             .certificates
             .first()
-            .ok_or_else(|| format!("{}: no certificate", path.display()))?;
-        let info = CertInfo::parse(der).map_err(|e| format!("{}: {e}", path.display()))?;
+            .ok_or_else(|| at("no certificate".into()))?;
+        let info = CertInfo::parse(der).map_err(at)?;
         let key = m
             .private_keys
             .first()
-            .ok_or_else(|| format!("{}: no private key", path.display()))?;
-        let public = crate::pki::key::public_key_of(key)?;
-        if public != info.public_key {
-            return Err(format!(
-                "{}: the key does not match the certificate",
-                path.display()
-            ));
+            .ok_or_else(|| at("no private key".into()))?;
+        if crate::pki::key::public_key_of(key)? != info.public_key {
+            return Err(at("the key does not match the certificate".into()));
         }
-        Ok(Some(info))
+        Ok(Some((info, bytes)))
     }
 
     fn read_kubeconfig(&self, path: &Path) -> Result<Kubeconfig, String> {
@@ -204,13 +206,12 @@ impl Node<'_> {
     /// The node's client certificate, with the endpoint of kubelet.conf (or, before the
     /// first one was written, of the bootstrap kubeconfig).
     pub fn mtls(&self) -> Result<Option<(Endpoint, Credentials)>, String> {
-        let Some(_) = self.current(KubeletCert::Client).ok().flatten() else {
-            return Ok(None);
+        // An expired (or not yet valid) certificate is not offered: straight to the token.
+        let now = OffsetDateTime::now_utc();
+        let pem = match self.current_with_pem(KubeletCert::Client) {
+            Ok(Some((c, pem))) if c.not_before <= now && now < c.not_after => pem,
+            _ => return Ok(None),
         };
-        let pem = self
-            .root
-            .read(&self.current_pem(KubeletCert::Client))
-            .map_err(|e| e.to_string())?;
         let endpoint = match self.read_kubeconfig(&self.spec.kubeconfig) {
             Ok(kc) => self.endpoint(&self.spec.kubeconfig, &kc)?,
             Err(_) => self

@@ -294,12 +294,10 @@ spec: {revocations: []}
             let p = i - 1;
             bomb.push_str(&format!("a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"));
         }
-        let t = std::time::Instant::now();
+        // 10^30 nodes if expanded: the budget must refuse it (else this test never ends).
         let l = parse_documents("bomb.yaml", &bomb);
         assert!(l.entries.is_empty());
         assert_eq!(l.errors.len(), 1, "{:?}", l.errors);
         assert!(l.errors[0].starts_with("bomb.yaml: "), "{:?}", l.errors);
-        // 10^30 nodes were not built: this returns at once (a loose bound, not a benchmark).
-        assert!(t.elapsed() < std::time::Duration::from_secs(10));
     }
 }

@@ -376,34 +376,18 @@ fn current_pair(
     cert: &Path,
     key: &Path,
 ) -> (Current, Option<rcgen::KeyPair>, Option<CertInfo>) {
-    let (current, key_pair) = current_pair_state(root, cert, key);
-    let template = match &current {
-        Current::Present(c) => Some((**c).clone()),
-        _ => root
-            .read(cert)
-            .ok()
-            .and_then(|b| parse_material(&b).ok())
-            .and_then(|m| m.certificates.first().and_then(|d| CertInfo::parse(d).ok())),
+    let broken = |e: String| Current::Broken(format!("{}: {e}", cert.display()));
+    let info = match root.read(cert) {
+        Err(paths::ReadError::NotFound) => return (Current::Missing, None, None),
+        Err(e) => return (broken(e.to_string()), None, None),
+        Ok(b) => parse_material(&b).and_then(|m| {
+            let der = m.certificates.first().ok_or("no certificate in file")?;
+            CertInfo::parse(der)
+        }),
     };
-    (current, key_pair, template)
-}
-
-fn current_pair_state(
-    root: &NodeRoot,
-    cert: &Path,
-    key: &Path,
-) -> (Current, Option<rcgen::KeyPair>) {
-    let cert_bytes = match root.read(cert) {
-        Err(paths::ReadError::NotFound) => return (Current::Missing, None),
-        Err(e) => return (Current::Broken(format!("{}: {e}", cert.display())), None),
-        Ok(b) => b,
-    };
-    let info = match parse_material(&cert_bytes).and_then(|m| {
-        let der = m.certificates.first().ok_or("no certificate in file")?;
-        CertInfo::parse(der)
-    }) {
+    let info = match info {
         Ok(i) => i,
-        Err(e) => return (Current::Broken(format!("{}: {e}", cert.display())), None),
+        Err(e) => return (broken(e), None, None),
     };
     let key_pair = read(root, key)
         .and_then(|b| parse_material(&b))
@@ -413,10 +397,14 @@ fn current_pair_state(
                 .ok_or_else(|| "no private key".to_string())
                 .and_then(keygen::load)
         });
+    // A certificate whose key is missing or wrong is broken, but it still says what its
+    // replacement should say.
     match key_pair {
-        Ok(k) if rcgen::PublicKeyData::der_bytes(&k) == info.public_key.as_slice() => {
-            (Current::Present(Box::new(info)), Some(k))
-        }
+        Ok(k) if rcgen::PublicKeyData::der_bytes(&k) == info.public_key.as_slice() => (
+            Current::Present(Box::new(info.clone())),
+            Some(k),
+            Some(info),
+        ),
         Ok(_) => (
             Current::Broken(format!(
                 "{} does not match {}",
@@ -424,9 +412,44 @@ fn current_pair_state(
                 cert.display()
             )),
             None,
+            Some(info),
         ),
-        Err(e) => (Current::Broken(format!("key {}: {e}", key.display())), None),
+        Err(e) => (
+            Current::Broken(format!("key {}: {e}", key.display())),
+            None,
+            Some(info),
+        ),
     }
+}
+
+/// Where a local-CA renewal stands after [`issue_checked`].
+enum Step {
+    /// Nothing issued: blocked by a revocation, or a dry run.
+    Stop(Action),
+    Issued(Box<issue::Issued>, rcgen::KeyPair),
+}
+
+/// What every local-CA renewal does between deciding and installing: start after any
+/// revocation written "as of now", refuse a replacement the same revocation would revoke,
+/// stop for a dry run, then make (or keep) the key and issue.
+fn issue_checked(
+    ca: &Ca,
+    mut leaf: LeafSpec,
+    revs: &[Entry],
+    reason: &Reason,
+    req: Request,
+    key: impl FnOnce() -> Result<rcgen::KeyPair, String>,
+) -> Result<Step, String> {
+    floor_for(revs, &mut leaf, req.now);
+    if let Some(blocked) = blocked_by(revs, &future_identity(&leaf, req.now), req.now) {
+        return Ok(Step::Stop(blocked));
+    }
+    if req.dry_run {
+        return Ok(Step::Stop(Action::WouldRotate(reason.clone())));
+    }
+    let key = key()?;
+    let issued = issue::issue(ca, &leaf, &key, req.now)?;
+    Ok(Step::Issued(Box::new(issued), key))
 }
 
 fn load_ca(root: &NodeRoot, ca: &CaRef, now: OffsetDateTime) -> Result<Ca, String> {
@@ -546,25 +569,19 @@ pub fn rotate_certificate(
             spec.validity.0,
             template.as_ref(),
         )?;
-        let mut leaf = leaf;
-        floor_for(revs, &mut leaf, req.now);
-        if let Some(blocked) = blocked_by(revs, &future_identity(&leaf, req.now), req.now) {
-            return Ok(Outcome {
-                action: blocked,
-                ..out.clone()
-            });
-        }
-        if req.dry_run {
-            return Ok(Outcome {
-                action: Action::WouldRotate(reason.clone()),
-                ..out.clone()
-            });
-        }
-        let key = match current_key {
-            Some(k) if spec.reuse_key => k,
-            _ => keygen::generate(spec.key_type)?,
+        let key = || match current_key {
+            Some(k) if spec.reuse_key => Ok(k),
+            _ => keygen::generate(spec.key_type),
         };
-        let issued = issue::issue(&ca, &leaf, &key, req.now)?;
+        let (issued, key) = match issue_checked(&ca, leaf, revs, &reason, req, key)? {
+            Step::Issued(issued, key) => (issued, key),
+            Step::Stop(action) => {
+                return Ok(Outcome {
+                    action,
+                    ..out.clone()
+                })
+            }
+        };
         let key_pem = key.serialize_pem();
         let installed = store
             .install_pair(
@@ -695,22 +712,16 @@ pub fn rotate_kubeconfig(
                 _ => None,
             },
         )?;
-        let mut leaf = leaf;
-        floor_for(revs, &mut leaf, req.now);
-        if let Some(blocked) = blocked_by(revs, &future_identity(&leaf, req.now), req.now) {
-            return Ok(Outcome {
-                action: blocked,
-                ..out.clone()
-            });
-        }
-        if req.dry_run {
-            return Ok(Outcome {
-                action: Action::WouldRotate(reason.clone()),
-                ..out.clone()
-            });
-        }
-        let key = keygen::generate(spec.key_type)?;
-        let issued = issue::issue(&ca, &leaf, &key, req.now)?;
+        let key = || keygen::generate(spec.key_type);
+        let (issued, key) = match issue_checked(&ca, leaf, revs, &reason, req, key)? {
+            Step::Issued(issued, key) => (issued, key),
+            Step::Stop(action) => {
+                return Ok(Outcome {
+                    action,
+                    ..out.clone()
+                })
+            }
+        };
         let text = std::str::from_utf8(&text)
             .map_err(|_| format!("{}: not UTF-8", spec.path.display()))?;
         let (new_text, _user) = kubeconfig::replace_client_credentials(
