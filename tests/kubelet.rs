@@ -321,10 +321,9 @@ fn a_rejected_client_certificate_falls_back_to_the_token() {
         std::fs::read_to_string(&other.cert).unwrap()
     );
     let path = s.node.path("/var/lib/kubelet/bootstrap-kubeconfig");
-    let kc = std::fs::read_to_string(&path).unwrap().replace(
-        &b64.encode(s.api.ca_pem()),
-        &b64.encode(bundle.as_bytes()),
-    );
+    let kc = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace(&b64.encode(s.api.ca_pem()), &b64.encode(bundle.as_bytes()));
     std::fs::write(&path, kc).unwrap();
     let out = s.node.agent(&["rotate", "kubelet-client"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));

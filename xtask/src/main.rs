@@ -116,7 +116,10 @@ fn completions(out: &Path) -> anyhow::Result<Vec<PathBuf>> {
 fn fix_bash_states(script: &str) -> String {
     let fn_name = NAME.replace('-', "__");
     let broken = NAME.replace('-', "__subcmd__");
-    script.replace(&format!("{broken}__subcmd__"), &format!("{fn_name}__subcmd__"))
+    script.replace(
+        &format!("{broken}__subcmd__"),
+        &format!("{fn_name}__subcmd__"),
+    )
 }
 
 fn main() -> ExitCode {
