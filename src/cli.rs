@@ -332,7 +332,7 @@ fn revocations(root: &NodeRoot, config: &Config, output: Output) -> Result<ExitC
             "source": e.source,
             "rule": e.describe(),
             "description": e.description,
-            "notBefore": e.not_before.map(crate::rotation::plan::rfc3339),
+            "notBefore": e.not_before.map(crate::pki::rfc3339),
             "matches": matches,
         }));
     }

@@ -19,3 +19,4 @@ pub mod revocation;
 pub mod rotation;
 pub mod service;
 pub mod store;
+pub mod yaml;
