@@ -5,7 +5,6 @@ use crate::config::Config;
 use crate::inventory::{self, Target};
 use crate::kubelet::Node;
 use crate::pki::csr::KubeletCert;
-use crate::pki::policy::RenewalPolicy;
 use crate::pki::CertInfo;
 use crate::rotation::{self, Outcome, Request};
 
@@ -50,7 +49,7 @@ pub async fn reissue(
     progress: crate::kubelet::Progress<'_>,
 ) -> Reissued {
     let config: &Config = ctx.config;
-    let policy = RenewalPolicy::from_config(&config.renewal);
+    let policy = config.renewal.policy();
     let revs = crate::revocation::load_dir(ctx.root, &config.revocation.directory).entries;
     let req = Request {
         forced: true,
