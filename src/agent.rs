@@ -76,6 +76,7 @@ struct Agent {
     seen: HashMap<String, String>,
     resync_at: OffsetDateTime,
     watchdog: Option<Duration>,
+    metrics: crate::metrics::Hub,
 }
 
 /// `kube-cert-agent run`.
@@ -251,6 +252,7 @@ impl Agent {
             seen: HashMap::new(),
             resync_at: OffsetDateTime::now_utc() + schedule::RESYNC,
             watchdog: sd::watchdog_interval(),
+            metrics: crate::metrics::Hub::default(),
         };
         a.sync_names();
         a
@@ -258,6 +260,7 @@ impl Agent {
 
     /// The certificate list follows the config (after a reload too).
     fn sync_names(&mut self) {
+        self.metrics.set_config(&self.config);
         let names = rotation::managed_names(&self.config);
         let old = std::mem::take(&mut self.certs);
         for n in names {
@@ -311,6 +314,8 @@ impl Agent {
             .map_err(|e| Fatal::failure(anyhow::anyhow!("inotify: {e}")))?;
         let mut watched: Vec<PathBuf> = vec![];
         self.add_watches(&mut watcher, &mut watched);
+        // Before the first reconcile, which may wait on a CSR: that wait is worth seeing.
+        crate::metrics::serve::start(&self.metrics, &self.root, &self.config).await;
 
         // Reconcile, then READY=1.
         sd::status("reconciling");
@@ -461,6 +466,7 @@ impl Agent {
     async fn cycle(&mut self, names: &[String], forced: bool, why: &str) -> Vec<Outcome> {
         let outcomes = self.rotate(names, forced, false).await;
         let now = OffsetDateTime::now_utc();
+        self.metrics.observe(&outcomes, false, now);
         for o in &outcomes {
             log_outcome(o, why);
             let Some(c) = self.cert_mut(&o.name) else {
@@ -577,6 +583,7 @@ impl Agent {
     async fn rescan(&mut self) -> Vec<Outcome> {
         let scan = self.rotate(&[], false, true).await;
         let now = OffsetDateTime::now_utc();
+        self.metrics.observe(&scan, true, now);
         for o in &scan {
             self.seen.insert(o.name.clone(), fingerprint(o));
             let Some(c) = self.cert_mut(&o.name) else {
@@ -609,6 +616,9 @@ impl Agent {
                 Ok(c) => match actions::validate_config(&c) {
                     Ok(()) => {
                         tracing::info!("{}: changed; reloaded", self.config_file.display());
+                        if c.metrics != self.config.metrics {
+                            tracing::warn!("metrics: a changed listen or textfile takes effect when the agent restarts");
+                        }
                         self.config = c;
                         self.sync_names();
                         self.cycle(&[], false, "config change").await;
@@ -628,6 +638,7 @@ impl Agent {
             }
         }
         tracing::debug!("rescan after events on {paths:?}");
+        self.metrics.inventory_changed();
         let before = self.seen.clone();
         let scan = self.rescan().await;
         let mut changed = vec![];
