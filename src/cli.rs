@@ -331,7 +331,7 @@ fn revocations(root: &NodeRoot, config: &Config, output: Output) -> Result<ExitC
             "id": e.id(),
             "source": e.source,
             "rule": e.describe(),
-            "notBefore": e.not_before.map(crate::rotation::plan::rfc3339),
+            "notBefore": e.not_before.map(crate::pki::rfc3339),
             "matches": matches,
         }));
     }

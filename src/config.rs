@@ -61,6 +61,16 @@ fn default_jitter() -> Percent {
     Percent(10.0)
 }
 
+impl Renewal {
+    /// The pure renewal policy these settings describe (fractions of the lifetime).
+    pub fn policy(&self) -> crate::pki::policy::RenewalPolicy {
+        crate::pki::policy::RenewalPolicy {
+            renew_at: self.renew_at.0 / 100.0,
+            jitter: self.jitter.0 / 100.0,
+        }
+    }
+}
+
 impl Default for Renewal {
     fn default() -> Self {
         Renewal {
@@ -589,14 +599,7 @@ fn check_validity(field: &str, v: HumanDuration) -> Result<(), String> {
     Ok(())
 }
 
-/// A YAML error as one line with its line and column, without saphyr's source snippet
-/// (which would print config values, maybe secrets, into logs).
-pub fn render_yaml_error(e: &serde_saphyr::Error) -> String {
-    let opts = serde_saphyr::render_options! { snippets: serde_saphyr::SnippetMode::Off };
-    let text = e.render_with_options(opts);
-    let text = text.strip_prefix("error: ").unwrap_or(&text);
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
+pub use crate::yaml::render_error as render_yaml_error;
 
 /// Load the config: an explicit `--config` must exist; the default path may be absent
 /// (then the built-in defaults apply: inventory only, nothing managed).

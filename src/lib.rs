@@ -20,3 +20,4 @@ pub mod revocation;
 pub mod rotation;
 pub mod service;
 pub mod store;
+pub mod yaml;
