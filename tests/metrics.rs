@@ -414,7 +414,10 @@ fn the_textfile_is_complete_and_passes_promtool() {
         .value,
         o.not_after as f64
     );
-    // Atomic: no temporary file left beside it, mode 0644.
+    // Atomic: once the daemon has stopped (no write in flight), no temporary file is left
+    // beside it; mode 0644.
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(T), Some(0));
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
