@@ -4,6 +4,7 @@
 //! Pure decisions (status, deadlines, matching) live in [`pki`]; the disk lives in
 //! [`paths`] and [`inventory`]; the API server lives in [`kube`].
 
+pub mod absent;
 pub mod agent;
 pub mod ca_rotation;
 pub mod check;
@@ -12,6 +13,7 @@ pub mod config;
 pub mod exit;
 pub mod inventory;
 pub mod kube;
+pub mod kubeadm;
 pub mod kubelet;
 pub mod metrics;
 pub mod paths;

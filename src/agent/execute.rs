@@ -40,6 +40,9 @@ fn log_outcome(o: &Outcome, why: &str) {
             CERT_NAME = name, CERT_PATH = %path, SERIAL = %serial, NOT_AFTER = %not_after,
             ACTION = "kept", "{line}"
         ),
+        rotation::Action::NotHere(_) => tracing::debug!(
+            CERT_NAME = name, CERT_PATH = %path, ACTION = "absent", "{line}"
+        ),
     }
     for w in &o.warnings {
         tracing::warn!(CERT_NAME = name, CERT_PATH = %path, ACTION = "warning", "{name}: {w}");
@@ -110,6 +113,14 @@ impl Agent {
                 rotation::Action::Blocked { entry } => {
                     c.result = "blocked".into();
                     c.error = Some(entry.clone());
+                    c.failures = 0;
+                    c.retry_at = None;
+                }
+                // Not on this node: nothing to do until the node changes (a CA key or the
+                // apiserver manifest appears: the pki watch brings the next attempt).
+                rotation::Action::NotHere(why) => {
+                    c.result = "absent".into();
+                    c.error = Some(why.clone());
                     c.failures = 0;
                     c.retry_at = None;
                 }
