@@ -82,7 +82,7 @@ pub async fn run(
                     .as_ref()
                     .and_then(|l| l.metadata.resource_version.clone())
                     .unwrap_or_default();
-                if observed.as_ref().is_none_or(|(o, _)| *o != rv) {
+                if !observed.as_ref().is_some_and(|(o, _)| *o == rv) {
                     observed = Some((rv, now));
                 }
                 let unchanged_for = observed
