@@ -537,10 +537,15 @@ fn the_breaker_stops_approvals_when_more_csrs_are_pending_than_nodes() {
         1,
         "{reasons:?}"
     );
-    let m = scrape(&metrics);
-    assert!(
+    // The counters move right after the API answered the approval.
+    let mut m = String::new();
+    let counted = wait_until(LONG, || {
+        m = scrape(&metrics);
         m.contains("kube_cert_agent_approver_approved_total 2")
-            && m.contains("kube_cert_agent_approver_denied_total{rule=\"superseded\"} 1"),
+    });
+    assert!(counted.is_some(), "{m}");
+    assert!(
+        m.contains("kube_cert_agent_approver_denied_total{rule=\"superseded\"} 1"),
         "{m}"
     );
 }

@@ -291,8 +291,8 @@ impl Controller {
             self.refresh_nodes().await?;
             open = rules::breaker_open(self.pending.len(), self.nodes, self.s.breaker_margin);
         }
-        self.set_breaker(open).await;
         self.metrics.pending.set(self.pending.len() as i64);
+        self.set_breaker(open).await;
         if open {
             return Ok(());
         }
