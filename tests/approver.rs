@@ -548,6 +548,35 @@ fn the_breaker_stops_approvals_when_more_csrs_are_pending_than_nodes() {
         m.contains("kube_cert_agent_approver_denied_total{rule=\"superseded\"} 1"),
         "{m}"
     );
+    // The real Prometheus tooling accepts the exposition.
+    let body = m.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+    let promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .output_from(body);
+    assert!(promtool.status.success(), "promtool: {}", text(&promtool));
+}
+
+trait OutputFrom {
+    fn output_from(&mut self, input: &str) -> Output;
+}
+
+impl OutputFrom for Command {
+    /// Runs with `input` on stdin.
+    fn output_from(&mut self, input: &str) -> Output {
+        let mut child = self
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("runs");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
 }
 
 #[test]

@@ -1,11 +1,8 @@
-//! The approver's Prometheus metrics (prometheus-client, its own registry) and the
-//! `/metrics` endpoint, served with hyper on `--metrics-listen`.
+//! The approver's Prometheus metrics (prometheus-client, its own registry), served on
+//! `--metrics-listen` by the agent's endpoint (`crate::metrics::serve::listen_with`).
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use hyper_util::rt::TokioIo;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -105,49 +102,8 @@ impl Metrics {
     /// The OpenMetrics text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("writing to a String");
+        // The Prometheus text format 0.0.4, as the agent's endpoint (promtool reads it).
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
         out
     }
-}
-
-/// Serves `GET /metrics` on `listener` until the process ends.
-pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
-    loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            continue;
-        };
-        let m = metrics.clone();
-        tokio::spawn(async move {
-            let svc =
-                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let m = m.clone();
-                    async move {
-                        let resp = if req.uri().path() == "/metrics" {
-                            hyper::Response::builder()
-                                .header(
-                                    "Content-Type",
-                                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                                )
-                                .body(m.render())
-                        } else {
-                            hyper::Response::builder()
-                                .status(404)
-                                .body("not found: try /metrics\n".to_string())
-                        };
-                        Ok::<_, Infallible>(resp.expect("response"))
-                    }
-                });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), svc)
-                .await;
-        });
-    }
-}
-
-/// Binds `addr` (port 0: a free port) and returns the listener and the bound address.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<(tokio::net::TcpListener, SocketAddr)> {
-    let l = tokio::net::TcpListener::bind(addr).await?;
-    let a = l.local_addr()?;
-    Ok((l, a))
 }

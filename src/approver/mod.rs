@@ -13,6 +13,7 @@ pub mod rules;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
@@ -149,11 +150,11 @@ pub fn run(args: ApproverArgs) -> Result<ExitCode, Fatal> {
             let addr: SocketAddr = args.metrics_listen.parse().map_err(|e| {
                 Fatal::config(anyhow!("--metrics-listen {:?}: {e}", args.metrics_listen))
             })?;
-            let (listener, bound) = metrics::bind(addr)
+            let m = metrics.clone();
+            let bound = crate::metrics::serve::listen_with(addr, Arc::new(move || m.render()))
                 .await
-                .map_err(|e| Fatal::config(anyhow!("--metrics-listen {addr}: {e}")))?;
+                .map_err(|e| Fatal::config(anyhow!("--metrics-listen: {e}")))?;
             tracing::info!("metrics on http://{bound}/metrics");
-            tokio::spawn(metrics::serve(listener, metrics.clone()));
         }
         let (tx, rx) = tokio::sync::watch::channel(false);
         tracing::info!(
