@@ -22,6 +22,7 @@ use crate::config::KubeletSpec;
 use crate::kube::client::{ApiClient, ApiError, Credentials, CsrEvent, Endpoint};
 use crate::kube::kubeconfig::{self, Kubeconfig};
 use crate::kube::retry;
+use crate::lifecycle::Failure;
 use crate::paths::{self, NodeRoot};
 use crate::pki::csr::{self, KubeletCert};
 use crate::pki::{keygen, parse_material, CertInfo};
@@ -60,6 +61,26 @@ pub enum KubeletError {
     Rejected { name: String, reason: String },
     #[error("{0}")]
     Install(String),
+}
+
+/// Whether another CSR could help. A denial, a failed or rejected CSR, refused
+/// credentials or a bad config are permanent: a new CSR would be answered the same way
+/// (and piles up CSR objects in etcd); server trouble and local I/O are transient.
+pub fn classify(e: &KubeletError) -> Failure {
+    let transient = match e {
+        KubeletError::Api(a) => a.is_transient(),
+        KubeletError::Install(_) | KubeletError::Deleted { .. } => true,
+        KubeletError::Config(_)
+        | KubeletError::Denied { .. }
+        | KubeletError::Failed { .. }
+        | KubeletError::Timeout { .. }
+        | KubeletError::Rejected { .. } => false,
+    };
+    if transient {
+        Failure::transient(e.to_string())
+    } else {
+        Failure::permanent(e.to_string())
+    }
 }
 
 /// The result of one successful bootstrap or renewal.
