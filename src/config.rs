@@ -33,6 +33,9 @@ pub struct Config {
     pub certificates: Vec<CertificateSpec>,
     #[serde(default)]
     pub kubeconfigs: Vec<KubeconfigSpec>,
+    /// The CAs `rotate-ca` may rotate (kubeadm: cluster, etcd, front-proxy).
+    #[serde(default)]
+    pub cas: Vec<CaSpec>,
     #[serde(default)]
     pub revocation: RevocationSpec,
     #[serde(default)]
@@ -280,6 +283,22 @@ pub struct KubeconfigSpec {
     pub on_rotate: Vec<Action>,
 }
 
+/// A CA on this node that `rotate-ca NAME` rotates: its trust file (`ca.crt`, what readers
+/// load as trust and, first in it, the signing certificate) and its key. Without a key the
+/// node only trusts the CA (a worker): the new CA comes with `--cert`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CaSpec {
+    pub name: String,
+    pub cert: PathBuf,
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// What reloads the CA files (API server, controller manager, etcd): run once after
+    /// each phase that changed a trust point or the signer.
+    #[serde(default)]
+    pub on_rotate: Vec<Action>,
+}
+
 /// What to do after a certificate was rotated.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -472,6 +491,33 @@ impl Config {
                 return Err(format!("{section}: name {name:?} is used twice"));
             }
         }
+        let mut ca_names = std::collections::HashSet::new();
+        for c in &self.cas {
+            if c.name.is_empty()
+                || !c
+                    .name
+                    .chars()
+                    .all(|x| x.is_ascii_alphanumeric() || x == '-')
+            {
+                return Err(format!(
+                    "cas: name {:?} must be non-empty and use only letters, digits and '-'",
+                    c.name
+                ));
+            }
+            if !ca_names.insert(c.name.as_str()) {
+                return Err(format!("cas: name {:?} is used twice", c.name));
+            }
+            require_absolute(&format!("cas[{}].cert", c.name), &c.cert)?;
+            if let Some(k) = &c.key {
+                require_absolute(&format!("cas[{}].key", c.name), k)?;
+                if k.parent() != c.cert.parent() || k == &c.cert {
+                    return Err(format!(
+                        "cas[{}]: cert and key must be two files in one directory (they are switched together)",
+                        c.name
+                    ));
+                }
+            }
+        }
         for c in &self.certificates {
             let paths = [
                 ("cert", &c.cert),
@@ -555,7 +601,14 @@ impl Config {
                 self.kubeconfigs
                     .iter()
                     .map(|k| (format!("kubeconfigs[{}].path", k.name), &k.path)),
-            );
+            )
+            .chain(self.cas.iter().flat_map(|c| {
+                std::iter::once((format!("cas[{}].cert", c.name), &c.cert)).chain(
+                    c.key
+                        .iter()
+                        .map(move |k| (format!("cas[{}].key", c.name), k)),
+                )
+            }));
         for (field, p) in targets {
             if !inside(p) {
                 let list: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();

@@ -338,7 +338,7 @@ fn is_rsa(key: &KeyPair) -> bool {
 }
 
 /// 128 random bits, positive, no leading zero byte (RFC 5280: at most 20 octets).
-fn random_serial() -> Result<SerialNumber, String> {
+pub(crate) fn random_serial() -> Result<SerialNumber, String> {
     let mut b = [0u8; 16];
     let mut filled = 0;
     while filled < b.len() {
