@@ -92,6 +92,7 @@ impl Agent {
             self.rotate(&attempt, forced, false).await
         };
         let now = OffsetDateTime::now_utc();
+        self.metrics.observe(&outcomes, false, now);
         for o in &outcomes {
             log_outcome(o, why);
             let Some(c) = self.cert_mut(&o.name) else {

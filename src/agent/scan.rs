@@ -16,6 +16,7 @@ impl Agent {
     pub(super) async fn rescan(&mut self) -> Vec<Outcome> {
         let scan = self.rotate(&[], false, true).await;
         let now = OffsetDateTime::now_utc();
+        self.metrics.observe(&scan, true, now);
         for o in &scan {
             self.seen.insert(o.name.clone(), fingerprint(o));
             let Some(c) = self.cert_mut(&o.name) else {
@@ -69,6 +70,9 @@ impl Agent {
                 Ok(c) => match actions::validate_config(&c) {
                     Ok(()) => {
                         tracing::info!("{}: changed; reloaded", self.config_file.display());
+                        if c.metrics != self.config.metrics {
+                            tracing::warn!("metrics: a changed listen or textfile takes effect when the agent restarts");
+                        }
                         self.config = c;
                         self.sync_names();
                         // A config change is an operator's action: worth another try.
@@ -105,6 +109,7 @@ impl Agent {
         for n in &local {
             self.feed(n, Event::InputsChanged);
         }
+        self.metrics.inventory_changed();
         let before = self.seen.clone();
         let scan = self.rescan().await;
         let mut changed = vec![];

@@ -79,6 +79,12 @@ impl From<String> for Failure {
     }
 }
 
+impl From<&str> for Failure {
+    fn from(message: &str) -> Failure {
+        Failure::permanent(message)
+    }
+}
+
 /// Where a certificate stands.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Phase {
