@@ -127,7 +127,7 @@ fn the_same_failure_is_logged_once_and_a_fixed_input_is_retried() {
     config(
         &node,
         &format!(
-            "certificates:\n- name: apiserver\n  ca: {{cert: {PKI}/ca.crt, key: {PKI}/ca.key}}\n  cert: {PKI}/apiserver.crt\n  key: {PKI}/apiserver.key\n  subject: {{commonName: kube-apiserver}}\n  usages: [serverAuth]\n"
+            "certificates:\n- name: apiserver\n  ca: {{cert: {PKI}/ca.crt, key: {PKI}/ca.key}}\n  cert: {PKI}/apiserver.crt\n  key: {PKI}/apiserver.key\n  subject: {{commonName: kube-apiserver}}\n  dnsNames: [kubernetes]\n  usages: [serverAuth]\n"
         ),
     );
     let mut d = Daemon::start(&node, &[]);
@@ -189,7 +189,7 @@ fn rotate_dry_run_leaves_the_tree_byte_identical_crls_included() {
     config(
         &node,
         &format!(
-            "certificates:\n- name: apiserver\n  ca: {{cert: {PKI}/ca.crt, key: {PKI}/ca.key}}\n  cert: {PKI}/apiserver.crt\n  key: {PKI}/apiserver.key\n  subject: {{commonName: kube-apiserver}}\n  usages: [serverAuth]\n"
+            "certificates:\n- name: apiserver\n  ca: {{cert: {PKI}/ca.crt, key: {PKI}/ca.key}}\n  cert: {PKI}/apiserver.crt\n  key: {PKI}/apiserver.key\n  subject: {{commonName: kube-apiserver}}\n  dnsNames: [kubernetes]\n  usages: [serverAuth]\n"
         ),
     );
     // A serial revocation: a run that executes writes ca.crl for it.
