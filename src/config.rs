@@ -55,6 +55,15 @@ pub struct Renewal {
     /// +- this fraction, drawn at random per certificate (kubelet: 70%..90%).
     #[serde(default = "default_jitter")]
     pub jitter: Percent,
+    /// After a failure that retrying cannot fix (a denied CSR, a missing CA key, a config
+    /// problem), the next attempt waits this long unless something changes (SIGHUP,
+    /// `rotate NAME`, a config or file change).
+    #[serde(default = "default_permanent_failure_backoff")]
+    pub permanent_failure_backoff: HumanDuration,
+}
+
+fn default_permanent_failure_backoff() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(3600))
 }
 
 fn default_renew_at() -> Percent {
@@ -72,6 +81,15 @@ impl Renewal {
             jitter: self.jitter.0 / 100.0,
         }
     }
+
+    /// The life-cycle's backoff settings.
+    pub fn backoff(&self) -> crate::lifecycle::Settings {
+        crate::lifecycle::Settings {
+            permanent: time::Duration::try_from(self.permanent_failure_backoff.0)
+                .unwrap_or(time::Duration::hours(1)),
+            ..Default::default()
+        }
+    }
 }
 
 impl Default for Renewal {
@@ -79,6 +97,7 @@ impl Default for Renewal {
         Renewal {
             renew_at: default_renew_at(),
             jitter: default_jitter(),
+            permanent_failure_backoff: default_permanent_failure_backoff(),
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod exit;
 pub mod inventory;
 pub mod kube;
 pub mod kubelet;
+pub mod lifecycle;
 pub mod metrics;
 pub mod paths;
 pub mod pki;
