@@ -6,6 +6,7 @@
 
 pub mod absent;
 pub mod agent;
+pub mod approver;
 pub mod ca_rotation;
 pub mod check;
 pub mod cli;
@@ -15,6 +16,7 @@ pub mod inventory;
 pub mod kube;
 pub mod kubeadm;
 pub mod kubelet;
+pub mod lifecycle;
 pub mod metrics;
 pub mod paths;
 pub mod pki;

@@ -18,6 +18,7 @@ use time::{Duration, OffsetDateTime};
 
 use crate::config::Config;
 use crate::kubelet::{Node, Progress};
+pub use crate::lifecycle::{Failure, FailureClass};
 use crate::paths::NodeRoot;
 use crate::pki::csr::KubeletCert;
 use crate::revocation::{self, crl};
@@ -64,7 +65,7 @@ pub enum Action {
     /// Missing, and it does not belong on this node (not a control-plane node): not
     /// created, and not an error.
     NotHere(String),
-    Failed(String),
+    Failed(Failure),
 }
 
 impl Outcome {
@@ -206,7 +207,11 @@ pub async fn rotate(
             _ => None,
         })
         .collect();
-    crl::update(root, config, &revs, &replaced, req.now, progress);
+    // Execution is the only writer: a dry run (`rotate --dry-run`, the daemon's rescans)
+    // leaves the CRLs as they are.
+    if !req.dry_run {
+        crl::update(root, config, &revs, &replaced, req.now, progress);
+    }
     if let Some(spec) = &config.kubelet {
         let node = Node {
             root,
@@ -236,7 +241,9 @@ async fn blocking(
         Err(e) => Outcome {
             name,
             path,
-            action: Action::Failed(format!("internal error: the rotation task failed: {e}")),
+            action: Action::Failed(Failure::transient(format!(
+                "internal error: the rotation task failed: {e}"
+            ))),
             before: None,
             after: None,
             warnings: vec![],
