@@ -352,7 +352,7 @@ fn repair(root: &NodeRoot, config: &Config, dry_run: bool) -> Result<ExitCode, F
 
 fn revocations(root: &NodeRoot, config: &Config, output: Output) -> Result<ExitCode, Fatal> {
     let loaded = crate::revocation::load_dir(root, &config.revocation.directory);
-    let targets = default_targets(root, config);
+    let targets = inventory::default_targets(root, config);
     let entries = inventory::collect(root, &targets);
     let mut rows = Vec::new();
     for e in &loaded.entries {
@@ -496,7 +496,7 @@ fn check(root: &NodeRoot, config: &Config, args: &CheckArgs) -> Result<ExitCode,
         None => WarnPolicy::Lifetime,
     };
     let mut targets: Vec<Target> = if args.paths.is_empty() {
-        default_targets(root, config)
+        inventory::default_targets(root, config)
     } else {
         args.paths.iter().cloned().map(Target::Given).collect()
     };
@@ -516,25 +516,4 @@ fn check(root: &NodeRoot, config: &Config, args: &CheckArgs) -> Result<ExitCode,
     // A closed pipe (`check | head`) is not an error worth a panic.
     let _ = out.write_all(text.as_bytes());
     Ok(crate::check::exit_code(&rows))
-}
-
-/// The configured pki directories and kubeconfigs, plus every managed file outside them.
-pub fn default_targets(root: &NodeRoot, config: &Config) -> Vec<Target> {
-    let inv = &config.inventory;
-    let mut targets: Vec<Target> = inv
-        .pki_directories
-        .iter()
-        .cloned()
-        .map(Target::PkiDir)
-        .collect();
-    let mut kubeconfigs = inventory::expand_kubeconfig_globs(root, &inv.kubeconfigs);
-    kubeconfigs.extend(config.kubeconfigs.iter().map(|k| k.path.clone()));
-    if let Some(k) = &config.kubelet {
-        kubeconfigs.push(k.kubeconfig.clone());
-    }
-    kubeconfigs.sort();
-    kubeconfigs.dedup();
-    kubeconfigs.retain(|k| root.host_path(k).exists() || root.host_path(k).is_symlink());
-    targets.extend(kubeconfigs.into_iter().map(Target::Kubeconfig));
-    targets
 }

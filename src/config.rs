@@ -336,12 +336,43 @@ impl Default for RevocationSpec {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct MetricsSpec {
     /// `127.0.0.1:9793`; empty: off.
     #[serde(default)]
     pub listen: String,
+    /// node_exporter textfile collector file (`*.prom`), rewritten atomically; absent: off.
+    #[serde(default)]
+    pub textfile: Option<PathBuf>,
+}
+
+impl MetricsSpec {
+    /// The address to serve on, if any.
+    pub fn listen_addr(&self) -> Result<Option<std::net::SocketAddr>, String> {
+        let l = self.listen.trim();
+        if l.is_empty() {
+            return Ok(None);
+        }
+        l.parse().map(Some).map_err(|_| {
+            format!("metrics.listen: {l:?} is not an address and port like 127.0.0.1:9793 or [::1]:9793")
+        })
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        self.listen_addr()?;
+        if let Some(p) = &self.textfile {
+            require_absolute("metrics.textfile", p)?;
+            // node_exporter's textfile collector reads only `*.prom`.
+            if p.extension().and_then(|e| e.to_str()) != Some("prom") {
+                return Err(format!(
+                    "metrics.textfile: {} must end in .prom (node_exporter reads only *.prom)",
+                    p.display()
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A percentage written `80%` (or a bare number).
@@ -533,6 +564,7 @@ impl Config {
         if self.revocation.cluster && self.kubelet.is_none() {
             return Err("revocation.cluster: reading RenewRevocation objects uses the node's credentials: it needs the kubelet section".into());
         }
+        self.metrics.validate()?;
         self.check_write_targets()?;
         Ok(())
     }

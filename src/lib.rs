@@ -13,6 +13,7 @@ pub mod exit;
 pub mod inventory;
 pub mod kube;
 pub mod kubelet;
+pub mod metrics;
 pub mod paths;
 pub mod pki;
 pub mod remote;

@@ -63,6 +63,8 @@ impl Agent {
             .map_err(|e| Fatal::failure(anyhow::anyhow!("inotify: {e}")))?;
         let mut watched: Vec<PathBuf> = vec![];
         self.add_watches(&mut watcher, &mut watched);
+        // Before the first reconcile, which may wait on a CSR: that wait is worth seeing.
+        crate::metrics::serve::start(&self.metrics, &self.root, &self.config).await;
 
         // Reconcile, then READY=1.
         sd::status("reconciling");

@@ -74,6 +74,7 @@ impl Agent {
     ) -> Vec<Outcome> {
         let outcomes = self.rotate(names, forced, false).await;
         let now = OffsetDateTime::now_utc();
+        self.metrics.observe(&outcomes, false, now);
         for o in &outcomes {
             log_outcome(o, why);
             let Some(c) = self.cert_mut(&o.name) else {

@@ -80,6 +80,7 @@ struct Agent {
     seen: HashMap<String, String>,
     resync_at: OffsetDateTime,
     watchdog: Option<Duration>,
+    metrics: crate::metrics::Hub,
 }
 
 /// `kube-cert-agent run`.
@@ -201,6 +202,7 @@ impl Agent {
             seen: HashMap::new(),
             resync_at: OffsetDateTime::now_utc() + schedule::RESYNC,
             watchdog: sd::watchdog_interval(),
+            metrics: crate::metrics::Hub::default(),
         };
         a.sync_names();
         a
@@ -208,6 +210,7 @@ impl Agent {
 
     /// The certificate list follows the config (after a reload too).
     fn sync_names(&mut self) {
+        self.metrics.set_config(&self.config);
         let names = rotation::managed_names(&self.config);
         let old = std::mem::take(&mut self.certs);
         for n in names {

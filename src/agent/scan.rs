@@ -15,6 +15,7 @@ impl Agent {
     pub(super) async fn rescan(&mut self) -> Vec<Outcome> {
         let scan = self.rotate(&[], false, true).await;
         let now = OffsetDateTime::now_utc();
+        self.metrics.observe(&scan, true, now);
         for o in &scan {
             self.seen.insert(o.name.clone(), fingerprint(o));
             let Some(c) = self.cert_mut(&o.name) else {
@@ -47,6 +48,9 @@ impl Agent {
                 Ok(c) => match actions::validate_config(&c) {
                     Ok(()) => {
                         tracing::info!("{}: changed; reloaded", self.config_file.display());
+                        if c.metrics != self.config.metrics {
+                            tracing::warn!("metrics: a changed listen or textfile takes effect when the agent restarts");
+                        }
                         self.config = c;
                         self.sync_names();
                         self.cycle(&[], false, "config change").await;
@@ -66,6 +70,7 @@ impl Agent {
             }
         }
         tracing::debug!("rescan after events on {paths:?}");
+        self.metrics.inventory_changed();
         let before = self.seen.clone();
         let scan = self.rescan().await;
         let mut changed = vec![];
