@@ -369,6 +369,7 @@ fn revocations(root: &NodeRoot, config: &Config, output: Output) -> Result<ExitC
             "id": e.id(),
             "source": e.source,
             "rule": e.describe(),
+            "description": e.description,
             "notBefore": e.not_before.map(crate::pki::rfc3339),
             "matches": matches,
         }));

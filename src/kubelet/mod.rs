@@ -122,7 +122,37 @@ impl Node<'_> {
         if crate::pki::key::public_key_of(key)? != info.public_key {
             return Err(at("the key does not match the certificate".into()));
         }
+        if kind == KubeletCert::Client {
+            self.check_client_chain(&info).map_err(at)?;
+        }
         Ok(Some((info, bytes)))
+    }
+
+    /// The API server accepts the client certificate only if it chains to the CA the
+    /// node's kubeconfig trusts (kubelet.conf, or before it exists the bootstrap
+    /// kubeconfig): after a CA change one that does not is broken, however valid.
+    fn check_client_chain(&self, info: &CertInfo) -> Result<(), String> {
+        let kubeconfigs = [&self.spec.kubeconfig, &self.spec.bootstrap_kubeconfig];
+        let Some((path, kc)) = kubeconfigs
+            .into_iter()
+            .find_map(|p| self.read_kubeconfig(p).ok().map(|kc| (p, kc)))
+        else {
+            return Ok(()); // nothing says which CA to trust yet
+        };
+        let endpoint = self.endpoint(path, &kc)?;
+        let cas = verify::cas_of(&endpoint.ca_pem);
+        if verify::chains_to(info, &cas) {
+            return Ok(());
+        }
+        Err(format!(
+            "issued by {}, which is not the CA {} trusts ({}): the API server would reject it",
+            info.issuer,
+            path.display(),
+            cas.iter()
+                .map(|c| c.subject.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
     }
 
     fn read_kubeconfig(&self, path: &Path) -> Result<Kubeconfig, String> {
@@ -262,14 +292,18 @@ pub fn is_bootstrap_token(t: &str) -> bool {
     matches!(t.split_once('.'), Some((id, secret)) if ok(id, 6) && ok(secret, 16))
 }
 
-/// The node name: the config's, else the host name in lower case (as kubelet does).
+/// The node name: the config's, else the host name in lower case (as kubelet does). The
+/// host name comes from uname(2), as Go's os.Hostname falls back to: the unit's
+/// `ProcSubset=pid` hides /proc/sys/kernel/hostname.
 pub fn node_name(configured: &str) -> String {
     if !configured.is_empty() {
         return configured.to_string();
     }
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_lowercase())
-        .unwrap_or_default()
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .trim()
+        .to_lowercase()
 }
 
 /// Bootstrap or renew the kubelet certificate `kind`, and install it.
@@ -367,14 +401,7 @@ async fn attempt(
     let waiting = tokio::time::Instant::now();
     let issued = wait_issued(&client, created, deadline, kind, timeout, progress).await?;
     let waited = waiting.elapsed();
-    let cas: Vec<CertInfo> = parse_material(&endpoint.ca_pem)
-        .map(|m| {
-            m.certificates
-                .iter()
-                .filter_map(|d| CertInfo::parse(d).ok())
-                .collect()
-        })
-        .unwrap_or_default();
+    let cas = verify::cas_of(&endpoint.ca_pem);
     let public = rcgen::PublicKeyData::der_bytes(&key).to_vec();
     let req = verify::Requested {
         kind,
