@@ -5,6 +5,7 @@
 //! token otherwise, and again when the API server rejects the certificate (the seeds'
 //! `-fixKubeletCredentials`). The bootstrap kubeconfig is re-read on every attempt.
 
+pub mod san;
 pub mod verify;
 
 use std::net::IpAddr;
@@ -22,6 +23,7 @@ use crate::config::KubeletSpec;
 use crate::kube::client::{ApiClient, ApiError, Credentials, CsrEvent, Endpoint};
 use crate::kube::kubeconfig::{self, Kubeconfig};
 use crate::kube::retry;
+use crate::lifecycle::Failure;
 use crate::paths::{self, NodeRoot};
 use crate::pki::csr::{self, KubeletCert};
 use crate::pki::{keygen, parse_material, CertInfo};
@@ -60,6 +62,26 @@ pub enum KubeletError {
     Rejected { name: String, reason: String },
     #[error("{0}")]
     Install(String),
+}
+
+/// Whether another CSR could help. A denial, a failed or rejected CSR, refused
+/// credentials or a bad config are permanent: a new CSR would be answered the same way
+/// (and piles up CSR objects in etcd); server trouble and local I/O are transient.
+pub fn classify(e: &KubeletError) -> Failure {
+    let transient = match e {
+        KubeletError::Api(a) => a.is_transient(),
+        KubeletError::Install(_) | KubeletError::Deleted { .. } => true,
+        KubeletError::Config(_)
+        | KubeletError::Denied { .. }
+        | KubeletError::Failed { .. }
+        | KubeletError::Timeout { .. }
+        | KubeletError::Rejected { .. } => false,
+    };
+    if transient {
+        Failure::transient(e.to_string())
+    } else {
+        Failure::permanent(e.to_string())
+    }
 }
 
 /// The result of one successful bootstrap or renewal.
@@ -366,13 +388,16 @@ async fn attempt(
         .await
         .map_err(|e| KubeletError::Install(e.to_string()))?
         .map_err(KubeletError::Install)?;
+    let client = ApiClient::new(endpoint, creds)?;
     let (dns, ips) = match kind {
         KubeletCert::Client => (vec![], vec![]),
-        KubeletCert::Serving => node.serving_addresses(),
+        KubeletCert::Serving => match node.spec.serving.addresses.is_empty() {
+            true => san::from_node(node, &client, progress).await,
+            false => node.serving_addresses(),
+        },
     };
     let request =
         csr::build(kind, &node.node_name, &dns, &ips, &key).map_err(KubeletError::Install)?;
-    let client = ApiClient::new(endpoint, creds)?;
     let object = CertificateSigningRequest {
         metadata: ObjectMeta {
             generate_name: Some("csr-".into()),
