@@ -56,12 +56,12 @@ pub struct User {
 }
 
 impl User {
-    fn in_group(&self, g: &str) -> bool {
+    pub(crate) fn in_group(&self, g: &str) -> bool {
         self.groups.iter().any(|x| x == g)
     }
 }
 
-fn json_response(code: u16, v: &impl serde::Serialize) -> Response<Body> {
+pub(crate) fn json_response(code: u16, v: &impl serde::Serialize) -> Response<Body> {
     let body = serde_json::to_vec(v).expect("serializable");
     Response::builder()
         .status(code)
@@ -70,7 +70,7 @@ fn json_response(code: u16, v: &impl serde::Serialize) -> Response<Body> {
         .expect("response")
 }
 
-fn error_response(e: &ApiError) -> Response<Body> {
+pub(crate) fn error_response(e: &ApiError) -> Response<Body> {
     let mut r = json_response(e.code, &e.status());
     if let Some(s) = e.retry_after {
         r.headers_mut()
@@ -267,7 +267,7 @@ fn csr_common_name(csr: &CertificateSigningRequest) -> Option<String> {
     parse_csr(&der).ok().map(|p| p.common_name)
 }
 
-async fn read_body(mut body: hyper::body::Incoming) -> Result<Vec<u8>, ApiError> {
+pub(crate) async fn read_body(mut body: hyper::body::Incoming) -> Result<Vec<u8>, ApiError> {
     use http_body::Body as _;
     let mut out = Vec::new();
     loop {
@@ -395,6 +395,17 @@ async fn route(
     if path == RENEW_REVOCATIONS {
         return renew_revocations(shared, user, &method);
     }
+    if path.starts_with("/api/v1/") {
+        let as_table = wants_table(&req);
+        if let Some(r) = crate::core_events::route(shared, user, req, path, query, as_table).await {
+            return r;
+        }
+        return error_response(&ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        ));
+    }
     let Some(rest) = path.strip_prefix(API_PREFIX) else {
         return error_response(&ApiError::new(
             404,
@@ -515,9 +526,12 @@ fn discovery(shared: &Shared, path: &str) -> Option<Value> {
             "kind": "APIVersions", "versions": ["v1"],
             "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": *lock(&shared.addr)}]
         })),
-        "/api/v1" => {
-            Some(json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": []}))
-        }
+        "/api/v1" => Some(
+            json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": [
+                {"name": "events", "singularName": "event", "namespaced": true, "kind": "Event",
+                 "verbs": ["create", "get", "list", "patch"], "shortNames": ["ev"]}
+            ]}),
+        ),
         "/apis" => Some(json!({
             "kind": "APIGroupList", "apiVersion": "v1",
             "groups": [{"name": GROUP, "versions": [gv], "preferredVersion": gv}]
@@ -540,8 +554,11 @@ fn discovery(shared: &Shared, path: &str) -> Option<Value> {
         })),
         // Just enough OpenAPI v3 for kubectl's query-parameter verifier to learn that the server
         // does field validation (so `kubectl create -f` needs no client-side schema).
-        "/openapi/v3" => Some(json!({"paths": {"apis/certificates.k8s.io/v1": {
-            "serverRelativeURL": "/openapi/v3/apis/certificates.k8s.io/v1?hash=5354414e44494e"}}})),
+        "/openapi/v3" => Some(json!({"paths": {
+            "apis/certificates.k8s.io/v1": {
+                "serverRelativeURL": "/openapi/v3/apis/certificates.k8s.io/v1?hash=5354414e44494e"},
+            "api/v1": {"serverRelativeURL": "/openapi/v3/api/v1?hash=5354414e44494f"}}})),
+        "/openapi/v3/api/v1" => Some(crate::core_events::openapi()),
         "/openapi/v3/apis/certificates.k8s.io/v1" => {
             let gvk = json!({"group": GROUP, "version": "v1", "kind": "CertificateSigningRequest"});
             let params = json!([
@@ -645,7 +662,7 @@ fn list(
     Ok(json_response(200, &list))
 }
 
-fn human_duration(d: Duration) -> String {
+pub(crate) fn human_duration(d: Duration) -> String {
     let s = d.as_secs();
     if s < 120 {
         format!("{s}s")
@@ -726,7 +743,7 @@ fn table_value(rv: u64, items: &[CertificateSigningRequest]) -> Value {
     })
 }
 
-fn random_suffix() -> String {
+pub(crate) fn random_suffix() -> String {
     // apiserver's generateName alphabet (no vowels, no confusable digits), 5 characters.
     const ALPHA: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut b = [0u8; 5];
@@ -736,7 +753,7 @@ fn random_suffix() -> String {
         .collect()
 }
 
-fn uuid4() -> String {
+pub(crate) fn uuid4() -> String {
     let mut b = [0u8; 16];
     crate::ca::random_bytes(&mut b);
     b[6] = (b[6] & 0x0f) | 0x40;

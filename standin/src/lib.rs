@@ -13,6 +13,7 @@
 mod api;
 mod ca;
 mod controllers;
+mod core_events;
 mod proto;
 mod state;
 
@@ -218,6 +219,7 @@ impl StandIn {
             approver_seen: Mutex::new(HashSet::new()),
             addr: Mutex::new(addr.to_string()),
             renew_revocations: Mutex::new(vec![]),
+            core_events: Mutex::new(Default::default()),
         });
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -560,6 +562,14 @@ impl StandIn {
     /// (the CRD the agent ships; list only: no watch, no create through the API).
     pub fn set_renew_revocations(&self, objects: Vec<serde_json::Value>) {
         *lock(&self.shared.renew_revocations) = objects;
+    }
+
+    /// The core/v1 Events recorded so far, in (namespace, name) order.
+    pub fn events(&self) -> Vec<k8s_openapi::api::core::v1::Event> {
+        state::lock(&self.shared.core_events)
+            .values()
+            .cloned()
+            .collect()
     }
 
     pub fn requests(&self) -> Vec<RequestRecord> {

@@ -90,6 +90,8 @@ pub struct Shared {
     pub addr: Mutex<String>,
     /// RenewRevocation objects in kube-system (certificates.microsoft.com/v1), as JSON.
     pub renew_revocations: Mutex<Vec<serde_json::Value>>,
+    /// core/v1 Events (crate::core_events).
+    pub core_events: Mutex<crate::core_events::EventStore>,
 }
 
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
