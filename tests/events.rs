@@ -69,7 +69,7 @@ fn kubectl_sees_the_nodes_events_pending_csr_then_rotations() {
     // The serving CSR waits for a human: an event says so, with the command, and the
     // pending-CSR gauge shows it (the daemon is still in its first reconcile).
     let pending = wait_until(T, || {
-        api.events()
+        api.events("default")
             .iter()
             .any(|e| e.reason.as_deref() == Some("CertificateSigningRequestPending"))
     });
@@ -106,7 +106,7 @@ fn kubectl_sees_the_nodes_events_pending_csr_then_rotations() {
     api.approve(&csr).unwrap();
     let rotated = wait_until(T, || {
         let reasons: Vec<String> = api
-            .events()
+            .events("default")
             .iter()
             .filter(|e| e.reason.as_deref() == Some("CertificateRotated"))
             .filter_map(|e| e.message.clone())
@@ -118,7 +118,12 @@ fn kubectl_sees_the_nodes_events_pending_csr_then_rotations() {
                 .iter()
                 .any(|m| m.starts_with("kubelet-serving: rotated"))
     });
-    assert!(rotated.is_some(), "{:#?}\n{}", api.events(), d.log_text());
+    assert!(
+        rotated.is_some(),
+        "{:#?}\n{}",
+        api.events("default"),
+        d.log_text()
+    );
     let out = kubectl(
         &admin,
         &[
@@ -177,11 +182,16 @@ fn the_same_failure_again_is_one_event_with_a_count() {
         );
     }
     let counted = wait_until(T, || {
-        api.events()
+        api.events("default")
             .iter()
             .any(|e| e.reason.as_deref() == Some("CertificateRotationFailed") && e.count == Some(3))
     });
-    assert!(counted.is_some(), "{:#?}\n{}", api.events(), d.log_text());
+    assert!(
+        counted.is_some(),
+        "{:#?}\n{}",
+        api.events("default"),
+        d.log_text()
+    );
     let out = kubectl(
         &admin,
         &[

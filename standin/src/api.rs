@@ -56,7 +56,7 @@ pub struct User {
 }
 
 impl User {
-    pub(crate) fn in_group(&self, g: &str) -> bool {
+    fn in_group(&self, g: &str) -> bool {
         self.groups.iter().any(|x| x == g)
     }
 }
@@ -211,6 +211,16 @@ fn authorize(
         None => RESOURCE.to_string(),
     };
     if user.in_group("system:masters") {
+        return Ok(());
+    }
+    let attrs = crate::rbac::Attrs {
+        verb,
+        group: GROUP,
+        resource: RESOURCE,
+        subresource: sub,
+        name,
+    };
+    if crate::rbac::allows(shared, user, &attrs) {
         return Ok(());
     }
     let is_bootstrapper = user.in_group("system:bootstrappers");
@@ -395,16 +405,28 @@ async fn route(
     if path == RENEW_REVOCATIONS {
         return renew_revocations(shared, user, &method);
     }
-    if path.starts_with("/api/v1/") {
+    let req = if path == "/api/v1/events" || path.starts_with("/api/v1/namespaces/") {
         let as_table = wants_table(&req);
-        if let Some(r) = crate::core_events::route(shared, user, req, path, query, as_table).await {
-            return r;
+        match crate::core_events::route(shared, user, req, path, query, as_table).await {
+            Ok(r) => return r,
+            Err(req) => req,
         }
-        return error_response(&ApiError::new(
-            404,
-            "NotFound",
-            "the server could not find the requested resource",
-        ));
+    } else {
+        req
+    };
+    if let Some(t) = crate::objects::parse_path(path) {
+        let body = if method == Method::POST || method == Method::PUT {
+            match read_body(req.into_body()).await {
+                Ok(b) => b,
+                Err(e) => return error_response(&e),
+            }
+        } else {
+            Vec::new()
+        };
+        return match crate::objects::handle(shared, user, &method, &t, query, &body) {
+            Ok((code, v)) => json_response(code, &v),
+            Err(e) => error_response(&e),
+        };
     }
     let Some(rest) = path.strip_prefix(API_PREFIX) else {
         return error_response(&ApiError::new(
@@ -483,7 +505,9 @@ async fn route(
             .and_then(|_| get(shared, n))
             .map(|o| if wants_table(&req) { table(shared, &[o]) } else { json_response(200, &o) }),
         (&Method::PUT, Some(n), Some(s)) => {
-            match authorize(shared, user, "update", Some(s), Some(n), None) {
+            match authorize(shared, user, "update", Some(s), Some(n), None)
+                .and_then(|_| approval_admission(shared, user, n, s))
+            {
                 Err(e) => Err(e),
                 Ok(()) => match read_body(req.into_body()).await {
                     Err(e) => Err(e),
@@ -500,6 +524,23 @@ async fn route(
         )),
     };
     result.unwrap_or_else(|e| error_response(&e))
+}
+
+/// CertificateApproval admission: approval updates also need `approve` on the CSR's signer.
+fn approval_admission(shared: &Shared, user: &User, name: &str, sub: &str) -> Result<(), ApiError> {
+    if sub != "approval" {
+        return Ok(());
+    }
+    let signer = get(shared, name)?.spec.signer_name;
+    if crate::rbac::may_approve(shared, user, &signer) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        403,
+        "Forbidden",
+        format!("{RESOURCE}.{GROUP} \"{name}\" is forbidden: user not permitted to approve requests with signerName \"{signer}\""),
+    )
+    .with_name(name))
 }
 
 fn wants_table(req: &Request<hyper::body::Incoming>) -> bool {
@@ -521,20 +562,26 @@ fn version() -> Value {
 
 fn discovery(shared: &Shared, path: &str) -> Option<Value> {
     let gv = json!({"groupVersion": "certificates.k8s.io/v1", "version": "v1"});
+    let coordination = json!({"groupVersion": "coordination.k8s.io/v1", "version": "v1"});
     match path {
         "/api" => Some(json!({
             "kind": "APIVersions", "versions": ["v1"],
             "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": *lock(&shared.addr)}]
         })),
         "/api/v1" => Some(
-            json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": [
-                {"name": "events", "singularName": "event", "namespaced": true, "kind": "Event",
-                 "verbs": ["create", "get", "list", "patch"], "shortNames": ["ev"]}
-            ]}),
+            json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": crate::objects::discovery_resources("/api/v1")}),
         ),
+        "/apis/coordination.k8s.io" => Some(json!({
+            "kind": "APIGroup", "apiVersion": "v1", "name": "coordination.k8s.io", "versions": [coordination], "preferredVersion": coordination
+        })),
+        "/apis/coordination.k8s.io/v1" => Some(json!({
+            "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "coordination.k8s.io/v1",
+            "resources": crate::objects::discovery_resources("/apis/coordination.k8s.io/v1")
+        })),
         "/apis" => Some(json!({
             "kind": "APIGroupList", "apiVersion": "v1",
-            "groups": [{"name": GROUP, "versions": [gv], "preferredVersion": gv}]
+            "groups": [{"name": GROUP, "versions": [gv], "preferredVersion": gv},
+                       {"name": "coordination.k8s.io", "versions": [coordination], "preferredVersion": coordination}]
         })),
         "/apis/certificates.k8s.io" => Some(json!({
             "kind": "APIGroup", "apiVersion": "v1", "name": GROUP, "versions": [gv], "preferredVersion": gv

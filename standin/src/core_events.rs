@@ -9,19 +9,26 @@
 //! create, patch and read events (what the Node authorizer and `system:node` allow); anyone
 //! else is 403. Not modelled: watch, PUT, DELETE, events.k8s.io/v1, event TTL.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use http::{header, Method, Request, Response};
 use k8s_openapi::api::core::v1::Event;
 use serde_json::{json, Value};
 
 use crate::api::{error_response, human_duration, json_response, read_body, Body, User};
-use crate::state::{age_of, lock, now_time, ApiError, Shared};
+use crate::objects::{self, Target};
+use crate::state::{age_of, lock, ApiError, Shared};
 
-/// Events by (namespace, name).
-pub type EventStore = BTreeMap<(String, String), Event>;
+fn events_kind() -> &'static objects::Kind {
+    objects::KINDS
+        .iter()
+        .find(|k| k.resource == "events")
+        .expect("events are one of the stand-in's kinds")
+}
 
-/// `Some(response)` when `path` is an events path.
+/// `Some(response)` for what this module adds to `objects`' events: list (one namespace
+/// or all, field selectors, Table), create (validated) and PATCH. `None`: not an events
+/// request this module serves (get, update and delete are `objects`').
 pub async fn route(
     shared: &Shared,
     user: &User,
@@ -29,90 +36,53 @@ pub async fn route(
     path: &str,
     query: &HashMap<String, String>,
     as_table: bool,
-) -> Option<Response<Body>> {
-    let (namespace, name) = if path == "/api/v1/events" {
-        (None, None)
-    } else {
-        let rest = path.strip_prefix("/api/v1/namespaces/")?;
-        let parts: Vec<&str> = rest.split('/').collect();
-        match parts.as_slice() {
-            [ns, "events"] => (Some(ns.to_string()), None),
-            [ns, "events", n] => (Some(ns.to_string()), Some(n.to_string())),
-            _ => return None,
-        }
+) -> Result<Response<Body>, Request<hyper::body::Incoming>> {
+    let all = path == "/api/v1/events";
+    let target = match objects::parse_path(path) {
+        Some(t) if t.kind.resource == "events" => Some(t),
+        _ if all => None,
+        _ => return Err(req),
     };
     let method = req.method().clone();
-    let verb = match (&method, &name) {
-        (&Method::GET, None) => "list",
-        (&Method::GET, Some(_)) => "get",
-        (&Method::POST, None) if namespace.is_some() => "create",
+    let watch = query.get("watch").is_some_and(|w| w == "true" || w == "1");
+    let verb = match (&method, target.as_ref().and_then(|t| t.name.as_ref())) {
+        (&Method::GET, None) if !watch => "list",
+        (&Method::POST, None) if !all => "create",
         (&Method::PATCH, Some(_)) => "patch",
-        _ => {
-            return Some(error_response(&ApiError::new(
-                405,
-                "MethodNotAllowed",
-                format!("the server does not allow this method on the requested resource ({method} is not modelled by the stand-in)"),
-            )))
-        }
+        _ => return Err(req),
     };
-    if let Err(e) = authorize(user, verb, namespace.as_deref()) {
-        return Some(error_response(&e));
+    let t = target.unwrap_or(Target {
+        kind: events_kind(),
+        namespace: String::new(),
+        name: None,
+        sub: None,
+    });
+    if let Err(e) = objects::authorize(shared, user, verb, &t) {
+        return Ok(error_response(&e));
     }
-    let patch_type = req
+    let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
     let result = match verb {
-        "list" => list(shared, namespace.as_deref(), query, as_table),
-        "get" => get(
+        "list" => list(
             shared,
-            namespace.as_deref().unwrap_or(""),
-            name.as_deref().unwrap_or(""),
+            (!all).then_some(t.namespace.as_str()),
+            query,
+            as_table,
         ),
         "create" => match read_body(req.into_body()).await {
-            Ok(b) => create(shared, namespace.as_deref().unwrap_or(""), &b),
+            Ok(b) => create(shared, &t, &b),
             Err(e) => Err(e),
         },
         _ => match read_body(req.into_body()).await {
-            Ok(b) => patch(
-                shared,
-                namespace.as_deref().unwrap_or(""),
-                name.as_deref().unwrap_or(""),
-                &patch_type,
-                &b,
-            ),
+            Ok(b) => patch(shared, &t, &content_type, &b),
             Err(e) => Err(e),
         },
     };
-    Some(result.unwrap_or_else(|e| error_response(&e)))
-}
-
-fn authorize(user: &User, verb: &str, namespace: Option<&str>) -> Result<(), ApiError> {
-    if user.in_group("system:masters") {
-        return Ok(());
-    }
-    let is_node = user.name.starts_with("system:node:") && user.in_group("system:nodes");
-    if is_node && matches!(verb, "create" | "patch" | "get" | "list") {
-        return Ok(());
-    }
-    let scope = match namespace {
-        Some(ns) => format!("in the namespace \"{ns}\""),
-        None => "at the cluster scope".into(),
-    };
-    Err(ApiError::new(
-        403,
-        "Forbidden",
-        format!(
-            "events is forbidden: User \"{}\" cannot {verb} resource \"events\" in API group \"\" {scope}",
-            user.name
-        ),
-    ))
-}
-
-fn not_found(name: &str) -> ApiError {
-    ApiError::new(404, "NotFound", format!("events \"{name}\" not found"))
+    Ok(result.unwrap_or_else(|e| error_response(&e)))
 }
 
 fn invalid(name: &str, causes: &[String]) -> ApiError {
@@ -157,59 +127,16 @@ fn validate(e: &Event, namespace: &str) -> Result<(), ApiError> {
     }
 }
 
-fn stamp(shared: &Shared, e: &mut Event) {
-    let mut st = lock(&shared.store);
-    st.rv += 1;
-    e.metadata.resource_version = Some(st.rv.to_string());
+fn decode(body: &[u8]) -> Result<Event, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|err| ApiError::bad_request(format!("error decoding request body: {err}")))
 }
 
-fn create(shared: &Shared, namespace: &str, body: &[u8]) -> Result<Response<Body>, ApiError> {
-    let mut e: Event = serde_json::from_slice(body)
-        .map_err(|err| ApiError::bad_request(format!("error decoding request body: {err}")))?;
-    match e.metadata.namespace.as_deref() {
-        None | Some("") => e.metadata.namespace = Some(namespace.to_string()),
-        Some(ns) if ns == namespace => {}
-        Some(ns) => {
-            return Err(ApiError::bad_request(format!(
-                "the namespace of the provided object ({ns}) does not match the namespace sent on the request ({namespace})"
-            )))
-        }
-    }
-    if e.metadata.name.as_deref().unwrap_or("").is_empty() {
-        match e.metadata.generate_name.as_deref() {
-            Some(p) if !p.is_empty() => {
-                e.metadata.name = Some(format!("{p}{}", crate::api::random_suffix()))
-            }
-            _ => {
-                return Err(invalid(
-                    "",
-                    &["metadata.name: Required value: name or generateName is required".into()],
-                ))
-            }
-        }
-    }
-    validate(&e, namespace)?;
-    let name = e.metadata.name.clone().unwrap_or_default();
-    let key = (namespace.to_string(), name.clone());
-    if lock(&shared.core_events).contains_key(&key) {
-        return Err(ApiError::new(
-            409,
-            "AlreadyExists",
-            format!("events \"{name}\" already exists"),
-        ));
-    }
-    e.metadata.uid = Some(crate::api::uuid4());
-    e.metadata.creation_timestamp = Some(now_time());
-    stamp(shared, &mut e);
-    lock(&shared.core_events).insert(key, e.clone());
-    Ok(json_response(201, &e))
-}
-
-fn get(shared: &Shared, namespace: &str, name: &str) -> Result<Response<Body>, ApiError> {
-    lock(&shared.core_events)
-        .get(&(namespace.to_string(), name.to_string()))
-        .map(|e| json_response(200, e))
-        .ok_or_else(|| not_found(name))
+fn create(shared: &Shared, t: &Target, body: &[u8]) -> Result<Response<Body>, ApiError> {
+    let e = decode(body)?;
+    validate(&e, &t.namespace)?;
+    let v = serde_json::to_value(&e).expect("serializable");
+    objects::create(shared, t, v).map(|v| json_response(201, &v))
 }
 
 /// RFC 7386 JSON merge patch.
@@ -230,8 +157,7 @@ fn merge(target: &mut Value, patch: &Value) {
 
 fn patch(
     shared: &Shared,
-    namespace: &str,
-    name: &str,
+    t: &Target,
     content_type: &str,
     body: &[u8],
 ) -> Result<Response<Body>, ApiError> {
@@ -246,26 +172,33 @@ fn patch(
     }
     let p: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
-    let key = (namespace.to_string(), name.to_string());
-    let current = lock(&shared.core_events)
-        .get(&key)
+    let name = t.name.clone().unwrap_or_default();
+    let k = objects::key("events", &t.namespace, &name);
+    let mut store = lock(&shared.objects);
+    let current = store
+        .get(&k)
         .cloned()
-        .ok_or_else(|| not_found(name))?;
-    let mut v = serde_json::to_value(&current).expect("serializable");
+        .ok_or_else(|| ApiError::new(404, "NotFound", format!("events \"{name}\" not found")))?;
+    let mut v = current.clone();
     merge(&mut v, &p);
-    let mut e: Event = serde_json::from_value(v).map_err(|err| {
+    let e: Event = serde_json::from_value(v.clone()).map_err(|err| {
         ApiError::bad_request(format!("the patched object is not an Event: {err}"))
     })?;
-    if e.metadata.name.as_deref() != Some(name) || e.metadata.uid != current.metadata.uid {
+    if v["metadata"]["name"] != current["metadata"]["name"]
+        || v["metadata"]["uid"] != current["metadata"]["uid"]
+    {
         return Err(invalid(
-            name,
+            &name,
             &["metadata: the patch may not change name or uid".into()],
         ));
     }
-    validate(&e, namespace)?;
-    stamp(shared, &mut e);
-    lock(&shared.core_events).insert(key, e.clone());
-    Ok(json_response(200, &e))
+    validate(&e, &t.namespace)?;
+    let mut st = lock(&shared.store);
+    st.rv += 1;
+    v["metadata"]["resourceVersion"] = json!(st.rv.to_string());
+    drop(st);
+    store.insert(k, v.clone());
+    Ok(json_response(200, &v))
 }
 
 /// The field selectors kube-apiserver supports for events (pkg/registry/core/event).
@@ -322,15 +255,19 @@ fn list(
             terms.push((k.to_string(), neg, v.to_string()));
         }
     }
-    let items: Vec<Event> = lock(&shared.core_events)
-        .iter()
-        .filter(|((ns, _), _)| namespace.is_none_or(|want| want == ns))
-        .filter(|(_, e)| {
+    let prefix = match namespace {
+        Some(ns) => objects::key("events", ns, ""),
+        None => "events/".to_string(),
+    };
+    let items: Vec<Event> = lock(&shared.objects)
+        .range(prefix.clone()..)
+        .take_while(|(k, _)| k.starts_with(&prefix))
+        .filter_map(|(_, v)| serde_json::from_value::<Event>(v.clone()).ok())
+        .filter(|e| {
             terms
                 .iter()
                 .all(|(k, neg, v)| (field(e, k).as_deref() == Some(v.as_str())) != *neg)
         })
-        .map(|(_, e)| e.clone())
         .collect();
     let rv = lock(&shared.store).rv;
     if as_table {

@@ -12,9 +12,12 @@
 
 mod api;
 mod ca;
+mod cluster;
 mod controllers;
 mod core_events;
+mod objects;
 mod proto;
+mod rbac;
 mod state;
 
 use std::collections::{HashMap, HashSet};
@@ -32,6 +35,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 pub use api::{condition_summary, APISERVER_CLIENT, CLIENT_KUBELET, KUBELET_SERVING};
 pub use ca::CertAndKey;
 pub use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+pub use rbac::Subject;
 pub use state::{Faults, RequestRecord};
 
 use state::{lock, EventKind, Shared, Store};
@@ -219,7 +223,8 @@ impl StandIn {
             approver_seen: Mutex::new(HashSet::new()),
             addr: Mutex::new(addr.to_string()),
             renew_revocations: Mutex::new(vec![]),
-            core_events: Mutex::new(Default::default()),
+            objects: Mutex::new(Default::default()),
+            bindings: Mutex::new(vec![]),
         });
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -562,14 +567,6 @@ impl StandIn {
     /// (the CRD the agent ships; list only: no watch, no create through the API).
     pub fn set_renew_revocations(&self, objects: Vec<serde_json::Value>) {
         *lock(&self.shared.renew_revocations) = objects;
-    }
-
-    /// The core/v1 Events recorded so far, in (namespace, name) order.
-    pub fn events(&self) -> Vec<k8s_openapi::api::core::v1::Event> {
-        state::lock(&self.shared.core_events)
-            .values()
-            .cloned()
-            .collect()
     }
 
     pub fn requests(&self) -> Vec<RequestRecord> {

@@ -501,7 +501,7 @@ fn kubectl_reads_node_events_a_node_recorded() {
         &["get", "events", "--field-selector", "spec.nope=1"],
     );
     assert!(err.contains("field label not supported"), "{err}");
-    assert_eq!(api.events().len(), 2);
+    assert_eq!(api.events("default").len(), 2);
     // A bootstrap token may not record events.
     let boot = dir.path().join("boot.conf");
     api.write_bootstrap_kubeconfig(&boot).unwrap();
