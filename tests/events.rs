@@ -184,7 +184,7 @@ fn the_same_failure_again_is_one_event_with_a_count() {
     let counted = wait_until(T, || {
         api.events("default")
             .iter()
-            .any(|e| e.reason.as_deref() == Some("CertificateRotationFailed") && e.count == Some(3))
+            .any(|e| e.reason.as_deref() == Some("CertificateRotationFailed") && e.count >= Some(3))
     });
     assert!(
         counted.is_some(),
@@ -203,7 +203,10 @@ fn the_same_failure_again_is_one_event_with_a_count() {
             "jsonpath={.items[*].count}",
         ],
     );
-    assert_eq!(out.trim(), "3", "one object, counted three times");
+    // One object, counted at least three times (the daemon may retry once more on its own).
+    let counts: Vec<i64> = out.split_whitespace().map(|c| c.parse().unwrap()).collect();
+    assert_eq!(counts.len(), 1, "one object: {out}");
+    assert!(counts[0] >= 3, "{out}");
 }
 
 #[test]
