@@ -354,7 +354,25 @@ fn repair(root: &NodeRoot, config: &Config, dry_run: bool) -> Result<ExitCode, F
 }
 
 fn revocations(root: &NodeRoot, config: &Config, output: Output) -> Result<ExitCode, Fatal> {
-    let loaded = crate::revocation::load_dir(root, &config.revocation.directory);
+    let mut loaded = crate::revocation::load_dir(root, &config.revocation.directory);
+    // `revocation.cluster: true`: the cluster's entries apply too, so they are listed too.
+    if config.revocation.cluster {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(Fatal::failure)?;
+        match runtime.block_on(crate::revocation::cluster::load(root, config)) {
+            Some(Ok(l)) => {
+                loaded.entries.extend(l.entries);
+                loaded.errors.extend(l.errors);
+            }
+            Some(Err(e)) => loaded.errors.push(format!(
+                "{}: not read: {e}",
+                crate::revocation::cluster::SOURCE
+            )),
+            None => {}
+        }
+    }
     let targets = inventory::default_targets(root, config);
     let entries = inventory::collect(root, &targets);
     let mut rows = Vec::new();
@@ -388,8 +406,13 @@ fn revocations(root: &NodeRoot, config: &Config, output: Output) -> Result<ExitC
         Output::Table => {
             if rows.is_empty() {
                 println!(
-                    "No revocation entries in {}.",
-                    config.revocation.directory.display()
+                    "No revocation entries in {}{}.",
+                    config.revocation.directory.display(),
+                    if config.revocation.cluster {
+                        " or in the cluster"
+                    } else {
+                        ""
+                    }
                 );
             }
             for r in &rows {

@@ -635,6 +635,15 @@ fn renew_revocation_objects_in_the_cluster_are_honoured() {
         text(&out)
     );
     assert_ne!(openssl::view(&resolved(&s.node, CLIENT_PEM)).serial, old);
+    // `revocations` lists the cluster's entries too, where they come from.
+    let out = s.node.agent(&["revocations", "--output", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["entries"][0]["id"], "from-the-cluster/0", "{v:#}");
+    assert_eq!(
+        v["entries"][0]["source"],
+        "cluster kube-system/renewrevocations"
+    );
     let listed = s
         .api
         .requests()

@@ -12,6 +12,26 @@ pub const PATH: &str =
     "/apis/certificates.microsoft.com/v1/namespaces/kube-system/renewrevocations";
 pub const SOURCE: &str = "cluster kube-system/renewrevocations";
 
+/// With `revocation.cluster: true` (and the kubelet section, whose credentials are used):
+/// the cluster's entries, or why they could not be read. None when not configured.
+pub async fn load(
+    root: &crate::paths::NodeRoot,
+    config: &crate::config::Config,
+) -> Option<Result<Loaded, String>> {
+    let spec = config
+        .kubelet
+        .as_ref()
+        .filter(|_| config.revocation.cluster)?;
+    let store = crate::store::Store::new(root.clone(), config.history);
+    let node = Node {
+        root,
+        spec,
+        node_name: crate::kubelet::node_name(&config.node_name),
+        store: &store,
+    };
+    Some(list(&node).await)
+}
+
 /// List and parse; an error says why the cluster's entries could not be read.
 pub async fn list(node: &Node<'_>) -> Result<Loaded, String> {
     let (endpoint, creds) = node.mtls()?.ok_or(

@@ -156,22 +156,15 @@ pub async fn rotate(
     let wanted = |n: &str| names.is_empty() || names.iter().any(|x| x == n);
     // Re-read on every run: an operator adds a revocation by dropping a file.
     let mut loaded = revocation::load_dir(root, &config.revocation.directory);
-    if let (true, Some(spec)) = (config.revocation.cluster, &config.kubelet) {
-        let node = Node {
-            root,
-            spec,
-            node_name: crate::kubelet::node_name(&config.node_name),
-            store: &store,
-        };
-        match revocation::cluster::list(&node).await {
-            Ok(l) => {
-                loaded.entries.extend(l.entries);
-                loaded.errors.extend(l.errors);
-            }
-            Err(e) => progress(&format!(
-                "RenewRevocation objects not read from the cluster (files still apply): {e}"
-            )),
+    match revocation::cluster::load(root, config).await {
+        Some(Ok(l)) => {
+            loaded.entries.extend(l.entries);
+            loaded.errors.extend(l.errors);
         }
+        Some(Err(e)) => progress(&format!(
+            "RenewRevocation objects not read from the cluster (files still apply): {e}"
+        )),
+        None => {}
     }
     for e in &loaded.errors {
         progress(&format!("revocation entry ignored: {e}"));
