@@ -67,6 +67,9 @@ pub enum Command {
     Rollback {
         /// A name from the config (`certificates[].name`, `kubelet-client`, `kubelet-serving`).
         name: String,
+        /// Roll back even to a version that a RenewRevocation entry revokes.
+        #[arg(long)]
+        force: bool,
     },
     /// Approve kubelet-serving CSRs that can be proven (a cluster controller; see README).
     Approver(crate::approver::ApproverArgs),
@@ -209,9 +212,9 @@ pub fn run(cli: Cli) -> Result<ExitCode, Fatal> {
             let config = config::load(cli.config.as_deref(), &root).map_err(Fatal::config)?;
             rotate_ca(&root, &config, args)
         }
-        Command::Rollback { name } => {
+        Command::Rollback { name, force } => {
             let config = config::load(cli.config.as_deref(), &root).map_err(Fatal::config)?;
-            rollback(&root, &config, &name)
+            rollback(&root, &config, &name, force)
         }
     }
 }
@@ -476,7 +479,7 @@ fn rotate_ca(root: &NodeRoot, config: &Config, args: RotateCaArgs) -> Result<Exi
     }
 }
 
-fn rollback(root: &NodeRoot, config: &Config, name: &str) -> Result<ExitCode, Fatal> {
+fn rollback(root: &NodeRoot, config: &Config, name: &str, force: bool) -> Result<ExitCode, Fatal> {
     use crate::store::{Managed, PkiStore};
     let managed = if let Some(c) = config.certificates.iter().find(|c| c.name == name) {
         Managed::Pair {
@@ -506,11 +509,56 @@ fn rollback(root: &NodeRoot, config: &Config, name: &str) -> Result<ExitCode, Fa
         )));
     };
     let store = crate::store::Store::new(root.clone(), config.history);
+    if !force {
+        if let Some(why) = revoked_previous(root, config, &store, &managed) {
+            return Err(Fatal::config(anyhow::anyhow!(
+                "{name}: not rolled back: {why}; it would be renewed again at once \
+                 (use --force to roll back anyway)"
+            )));
+        }
+    }
     let v = store
         .rollback(&managed)
         .map_err(|e| Fatal::failure(anyhow::anyhow!("rollback of {name}: {e}")))?;
     println!("{name}: rolled back to version {} ({})", v.stamp, v.name);
     Ok(ExitCode::Ok)
+}
+
+/// Why the version a rollback would put back is revoked (by a RenewRevocation file), if
+/// it is.
+fn revoked_previous(
+    root: &NodeRoot,
+    config: &Config,
+    store: &crate::store::Store,
+    managed: &crate::store::Managed,
+) -> Option<String> {
+    use crate::store::{Managed, PkiStore};
+    let versions = store.versions(managed).ok()?;
+    let current = versions.iter().find(|v| v.current)?;
+    let stamps: Vec<String> = versions.iter().map(|v| v.stamp.clone()).collect();
+    let target = crate::store::history::rollback_target(&stamps, &current.stamp)?;
+    let v = versions.iter().find(|v| v.stamp == target)?;
+    let file = match managed {
+        Managed::Pair { cert, .. } => cert.parent()?.join(&v.name).join(cert.file_name()?),
+        Managed::Kubelet { dir, .. } => dir.join(&v.name),
+    };
+    let bytes = root.read(&file).ok()?;
+    let der = crate::pki::parse_material(&bytes)
+        .ok()?
+        .certificates
+        .into_iter()
+        .next()?;
+    let cert = crate::pki::CertInfo::parse(&der).ok()?;
+    let revs = crate::revocation::load_dir(root, &config.revocation.directory);
+    let e = crate::revocation::first_match(&revs.entries, &crate::revocation::Identity::of(&cert))?;
+    Some(format!(
+        "version {} (serial {}) is revoked by {} ({}) in {}",
+        v.stamp,
+        cert.serial,
+        e.id(),
+        e.describe(),
+        e.source
+    ))
 }
 
 fn check(root: &NodeRoot, config: &Config, args: &CheckArgs) -> Result<ExitCode, Fatal> {

@@ -527,3 +527,32 @@ fn repair_restarts_a_shared_dependent_once() {
         text(&out)
     );
 }
+
+#[test]
+fn rollback_refuses_a_revoked_version_unless_forced() {
+    let (node, _ca) = tree();
+    let crt = node.path(&format!("{PKI}/apiserver.crt"));
+    let old = openssl::view(&crt).serial;
+    let out = node.agent(&["rotate", "apiserver"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let new = openssl::view(&crt).serial;
+    assert_ne!(new, old);
+    revocations(
+        &node,
+        "bad.yaml",
+        &format!("  - {{kind: serialnumber, serialNumber: {old}}}\n"),
+    );
+    let out = node.agent(&["rollback", "apiserver"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{t}");
+    assert!(
+        t.contains("apiserver: not rolled back: version ")
+            && t.contains(&format!("(serial {old}) is revoked by bad/0 (serialnumber"))
+            && t.contains("--force"),
+        "{t}"
+    );
+    assert_eq!(openssl::view(&crt).serial, new, "nothing switched");
+    let out = node.agent(&["rollback", "apiserver", "--force"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(openssl::view(&crt).serial, old);
+}
