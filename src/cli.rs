@@ -68,6 +68,8 @@ pub enum Command {
         /// A name from the config (`certificates[].name`, `kubelet-client`, `kubelet-serving`).
         name: String,
     },
+    /// Approve kubelet-serving CSRs that can be proven (a cluster controller; see README).
+    Approver(crate::approver::ApproverArgs),
     /// Print the version.
     Version,
 }
@@ -163,6 +165,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Fatal> {
             Ok(ExitCode::Ok)
         }
         Command::Run => crate::agent::run(root, cli.config.as_deref()),
+        Command::Approver(args) => crate::approver::run(args),
         Command::Status { output } => {
             let running = crate::service::control::probe(&root);
             let state = crate::service::state::read(&root)

@@ -195,9 +195,40 @@ pub struct KubeletServingSpec {
     pub enabled: bool,
     #[serde(default = "default_kubelet_key_type")]
     pub key_type: KeyType,
-    /// Host names and IP addresses for the SANs; empty: detected.
+    /// Host names and IP addresses for the SANs; empty: the Node's status.addresses of
+    /// `addressTypes` (read as the node), or detected while the Node does not exist.
     #[serde(default)]
     pub addresses: Vec<String>,
+    /// Which of the Node's status.addresses become SANs.
+    #[serde(default = "all_node_address_types")]
+    pub address_types: Vec<NodeAddressType>,
+}
+
+/// A `Node.status.addresses[].type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum NodeAddressType {
+    Hostname,
+    InternalDNS,
+    ExternalDNS,
+    InternalIP,
+    ExternalIP,
+}
+
+impl NodeAddressType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeAddressType::Hostname => "Hostname",
+            NodeAddressType::InternalDNS => "InternalDNS",
+            NodeAddressType::ExternalDNS => "ExternalDNS",
+            NodeAddressType::InternalIP => "InternalIP",
+            NodeAddressType::ExternalIP => "ExternalIP",
+        }
+    }
+}
+
+fn all_node_address_types() -> Vec<NodeAddressType> {
+    use NodeAddressType::*;
+    vec![Hostname, InternalDNS, ExternalDNS, InternalIP, ExternalIP]
 }
 
 fn default_true() -> bool {
@@ -210,6 +241,7 @@ impl Default for KubeletServingSpec {
             enabled: true,
             key_type: default_kubelet_key_type(),
             addresses: Vec::new(),
+            address_types: all_node_address_types(),
         }
     }
 }

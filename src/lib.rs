@@ -5,6 +5,7 @@
 //! [`paths`] and [`inventory`]; the API server lives in [`kube`].
 
 pub mod agent;
+pub mod approver;
 pub mod ca_rotation;
 pub mod check;
 pub mod cli;

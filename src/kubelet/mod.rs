@@ -5,6 +5,7 @@
 //! token otherwise, and again when the API server rejects the certificate (the seeds'
 //! `-fixKubeletCredentials`). The bootstrap kubeconfig is re-read on every attempt.
 
+pub mod san;
 pub mod verify;
 
 use std::net::IpAddr;
@@ -387,13 +388,16 @@ async fn attempt(
         .await
         .map_err(|e| KubeletError::Install(e.to_string()))?
         .map_err(KubeletError::Install)?;
+    let client = ApiClient::new(endpoint, creds)?;
     let (dns, ips) = match kind {
         KubeletCert::Client => (vec![], vec![]),
-        KubeletCert::Serving => node.serving_addresses(),
+        KubeletCert::Serving => match node.spec.serving.addresses.is_empty() {
+            true => san::from_node(node, &client, progress).await,
+            false => node.serving_addresses(),
+        },
     };
     let request =
         csr::build(kind, &node.node_name, &dns, &ips, &key).map_err(KubeletError::Install)?;
-    let client = ApiClient::new(endpoint, creds)?;
     let object = CertificateSigningRequest {
         metadata: ObjectMeta {
             generate_name: Some("csr-".into()),
