@@ -10,6 +10,7 @@ pub mod ca_rotation;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod events;
 pub mod exit;
 pub mod inventory;
 pub mod kube;

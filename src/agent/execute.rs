@@ -54,7 +54,24 @@ impl Agent {
         };
         // CSR progress, revocation entries that failed to parse, CRLs written: worth seeing.
         let progress = |m: &str| tracing::info!("{m}");
-        rotation::rotate(&self.root, &self.config, names, req, &progress).await
+        let rotation = rotation::rotate(&self.root, &self.config, names, req, &progress);
+        crate::kubelet::notice::observed(self.csr_sink(), rotation).await
+    }
+
+    /// Where a CSR's progress goes: the pending-CSR gauge and the Node's events.
+    fn csr_sink(&self) -> crate::kubelet::notice::Sink {
+        use crate::kubelet::notice::CsrNotice;
+        let (metrics, events) = (self.metrics.clone(), self.events.clone());
+        std::sync::Arc::new(move |n: CsrNotice| {
+            match &n {
+                CsrNotice::Created { csr, signer } => {
+                    metrics.csr_pending(signer, csr, OffsetDateTime::now_utc())
+                }
+                CsrNotice::Ended { signer } => metrics.csr_settled(signer),
+                _ => {}
+            }
+            events.csr(&n);
+        })
     }
 
     /// Rotate (`names` empty: what is due), log, run the coalesced actions of what was
@@ -111,6 +128,7 @@ impl Agent {
     pub(super) async fn apply(&mut self, outcomes: &[Outcome], why: &str) {
         let now = OffsetDateTime::now_utc();
         self.metrics.observe(outcomes, false, now);
+        self.events.outcomes(outcomes);
         for o in outcomes {
             log_outcome(o, why);
             let Some(c) = self.cert_mut(&o.name) else {
