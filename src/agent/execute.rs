@@ -33,6 +33,9 @@ fn log_outcome(o: &Outcome, why: &str) {
             CERT_NAME = name, CERT_PATH = %path, SERIAL = %serial, NOT_AFTER = %not_after,
             ACTION = "kept", "{line}"
         ),
+        rotation::Action::NotHere(_) => tracing::debug!(
+            CERT_NAME = name, CERT_PATH = %path, ACTION = "absent", "{line}"
+        ),
     }
     for w in &o.warnings {
         tracing::warn!(CERT_NAME = name, CERT_PATH = %path, ACTION = "warning", "{name}: {w}");
@@ -157,6 +160,15 @@ impl Agent {
                     c.error = Some(entry.clone());
                     vec![Event::Observed(Observation::Blocked {
                         reason: entry.clone(),
+                    })]
+                }
+                // Not on this node: nothing to try until the node changes (a CA key or the
+                // apiserver manifest appears), as for a blocked one.
+                rotation::Action::NotHere(why) => {
+                    c.result = "absent".into();
+                    c.error = Some(why.clone());
+                    vec![Event::Observed(Observation::Blocked {
+                        reason: why.clone(),
                     })]
                 }
                 rotation::Action::Kept { next } => {

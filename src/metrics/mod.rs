@@ -258,6 +258,7 @@ pub fn facts_after(prev: &CertFacts, o: &Outcome, now: OffsetDateTime) -> CertFa
             f.deadline = Some(passed.unwrap_or(now))
         }
         Action::ClockBehind { not_before } => f.deadline = Some(*not_before),
+        Action::NotHere(_) => f.deadline = None,
     }
     f
 }
