@@ -601,8 +601,11 @@ fn a_revoked_kubelet_serving_certificate_is_replaced() {
         "only the revoked one: {stdout}"
     );
     assert_ne!(openssl::view(&resolved(&s.node, SERVING_PEM)).serial, old);
-    // rollback knows the serving certificate by its config name.
+    // rollback knows the serving certificate by its config name; the old version is
+    // revoked, so only --force puts it back.
     let out = s.node.agent(&["rollback", "kubelet-serving"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let out = s.node.agent(&["rollback", "kubelet-serving", "--force"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(openssl::view(&resolved(&s.node, SERVING_PEM)).serial, old);
 }

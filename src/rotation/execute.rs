@@ -168,6 +168,7 @@ pub fn rotate_certificate(
         Ok(o) => o,
         Err(e) => {
             out.action = Action::Failed(e);
+            out.detail = None; // "created: ..." only when it was
             out
         }
     }
@@ -260,6 +261,7 @@ pub fn rotate_kubeconfig(
         Ok(o) => o,
         Err(e) => {
             out.action = Action::Failed(e);
+            out.detail = None; // "created: ..." only when it was
             out
         }
     }
