@@ -37,6 +37,22 @@ impl FileSpec {
         owner: None,
     };
 
+    /// The spec for a new private key replacing a file with this spec: owner and group
+    /// kept, mode 0600 whatever the old file's (said in the log when that tightens it).
+    pub fn private(self, path: &Path) -> FileSpec {
+        if self.mode != 0o600 {
+            tracing::warn!(
+                path = %path.display(),
+                "private key mode {:04o} tightened to 0600 for the new key",
+                self.mode
+            );
+        }
+        FileSpec {
+            mode: 0o600,
+            ..self
+        }
+    }
+
     /// The spec of an existing file: its permission bits and owner.
     pub fn of(st: &Stat) -> FileSpec {
         FileSpec {
@@ -53,7 +69,8 @@ pub enum Entry {
     File(Stat),
     Symlink(PathBuf),
     Directory,
-    Other,
+    /// A socket, FIFO or device, in words.
+    Other(&'static str),
 }
 
 /// An open, exclusively locked managed directory.
@@ -178,7 +195,7 @@ impl ManagedDir {
                 FileType::RegularFile => Entry::File(st),
                 FileType::Directory => Entry::Directory,
                 FileType::Symlink => Entry::Symlink(self.read_link(name)?),
-                _ => Entry::Other,
+                _ => Entry::Other(paths::mode_in_words(st.st_mode)),
             }),
         }
     }
@@ -231,6 +248,7 @@ impl ManagedDir {
             }),
             _ => Err(StoreError::NotAFile {
                 path: self.host_path(name),
+                kind: paths::mode_in_words(st.st_mode),
             }),
         }
     }
