@@ -397,7 +397,7 @@ impl Agent {
         }
         sd::stopping();
         self.save_state();
-        let _ = std::fs::remove_file(control::socket_path(&self.root));
+        control::unbind(&self.root);
         Ok(ExitCode::Ok)
     }
 

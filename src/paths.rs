@@ -106,6 +106,59 @@ impl NodeRoot {
         )?)
     }
 
+    /// Open the directory at a node path, resolving every symlink inside the root (so that
+    /// nothing under `--root` can send a write elsewhere). `create`: make missing
+    /// components (0755 whatever the umask, each fsynced into its parent), each relative to
+    /// its opened parent.
+    pub fn open_dir(&self, node_dir: &Path, create: bool) -> io::Result<OwnedFd> {
+        let rootfd = rustix::fs::open(
+            &self.root,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let rel = normalize(relative(node_dir));
+        let open_in_root = |p: &Path| {
+            let p = if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            };
+            rustix::fs::openat2(
+                &rootfd,
+                p,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+                ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+            )
+        };
+        match open_in_root(&rel) {
+            Ok(fd) => Ok(fd),
+            Err(rustix::io::Errno::NOENT) if create => {
+                let mut cur = open_in_root(Path::new(""))?;
+                let mut sofar = PathBuf::new();
+                for c in rel.components() {
+                    sofar.push(c);
+                    let created =
+                        match rustix::fs::mkdirat(&cur, c.as_os_str(), Mode::from_raw_mode(0o755)) {
+                            Ok(()) => {
+                                rustix::fs::fsync(&cur)?;
+                                true
+                            }
+                            Err(rustix::io::Errno::EXIST) => false,
+                            Err(e) => return Err(e.into()),
+                        };
+                    cur = open_in_root(&sofar)?;
+                    if created {
+                        // 0755 whatever the umask (the unit sets UMask=0077).
+                        rustix::fs::fchmod(&cur, Mode::from_raw_mode(0o755))?;
+                    }
+                }
+                Ok(cur)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// The metadata of a node path (symlinks resolved inside the root), without opening it.
     pub fn stat_in_root(&self, node_path: &Path) -> io::Result<rustix::fs::Stat> {
         let root = rustix::fs::open(

@@ -424,7 +424,12 @@ pub fn load(explicit: Option<&Path>, root: &crate::paths::NodeRoot) -> Result<Co
         path: path.clone(),
         message,
     };
-    match crate::paths::read_host_file(&path) {
+    // The default path is a node path: read inside the root like every other one.
+    let read = match explicit {
+        Some(_) => crate::paths::read_host_file(&path),
+        None => root.read(Path::new(DEFAULT_CONFIG_PATH)),
+    };
+    match read {
         Ok(bytes) => {
             let text = String::from_utf8(bytes).map_err(|_| err("not UTF-8 text".into()))?;
             Config::parse(&path, &text)
