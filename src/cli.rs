@@ -438,7 +438,12 @@ fn check(root: &NodeRoot, config: &Config, args: &CheckArgs) -> Result<ExitCode,
         args.paths.iter().cloned().map(Target::Given).collect()
     };
     targets.extend(args.remote.iter().cloned().map(Target::Remote));
-    let entries = inventory::collect(root, &targets);
+    let mut entries = inventory::collect(root, &targets);
+    if args.paths.is_empty() {
+        // Everything the config declares, even what walking the directories cannot see.
+        let declared = crate::declared::problems(root, config, &entries);
+        entries.extend(declared);
+    }
     let mut rows = crate::check::rows(&entries, time::OffsetDateTime::now_utc(), policy);
     let revs = crate::revocation::load_dir(root, &config.revocation.directory);
     for e in &revs.errors {

@@ -8,6 +8,7 @@ pub mod agent;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod declared;
 pub mod exit;
 pub mod inventory;
 pub mod kube;

@@ -35,6 +35,8 @@ pub enum StoreError {
         owner: PathBuf,
         what: String,
     },
+    #[error("{path}: holds a CA certificate where a leaf belongs; the agent never replaces a CA", path = path.display())]
+    IsCa { path: PathBuf },
     #[error("{path}: no current version", path = path.display())]
     NoCurrent { path: PathBuf },
     #[error("{path}: no older version to roll back to", path = path.display())]

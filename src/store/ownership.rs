@@ -10,11 +10,15 @@ use super::dir::{Entry, ManagedDir};
 use super::error::StoreError;
 use crate::pki::{key, parse_material, CertInfo};
 
+/// The leaf of a certificate file.
+fn leaf(bytes: &[u8]) -> Option<CertInfo> {
+    let m = parse_material(bytes).ok()?;
+    CertInfo::parse(m.certificates.first()?).ok()
+}
+
 /// The public key a certificate file's leaf carries.
 fn cert_public_key(bytes: &[u8]) -> Option<Vec<u8>> {
-    let m = parse_material(bytes).ok()?;
-    let der = m.certificates.first()?;
-    CertInfo::parse(der).ok().map(|c| c.public_key)
+    leaf(bytes).map(|c| c.public_key)
 }
 
 /// The public keys of the private keys a file holds.
@@ -53,6 +57,11 @@ pub fn check(
     cert: Option<&[u8]>,
     key_data: Option<&[u8]>,
 ) -> Result<(), StoreError> {
+    if cert.and_then(leaf).is_some_and(|c| c.is_ca) {
+        return Err(StoreError::IsCa {
+            path: dir.host_path(cert_name),
+        });
+    }
     let cert_pub = cert.and_then(cert_public_key);
     let key_pubs = key_data.map(key_public_keys).unwrap_or_default();
     if let Some(c) = &cert_pub {
