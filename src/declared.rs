@@ -93,10 +93,7 @@ pub fn problems(root: &NodeRoot, config: &Config, entries: &[Entry]) -> Vec<Entr
                             || u.user.client_certificate.is_some()
                     });
                     if !has_client {
-                        push(
-                            path,
-                            format!("{at}: no user with a client certificate"),
-                        );
+                        push(path, format!("{at}: no user with a client certificate"));
                     }
                 }
             },

@@ -138,15 +138,18 @@ impl NodeRoot {
                 let mut sofar = PathBuf::new();
                 for c in rel.components() {
                     sofar.push(c);
-                    let created =
-                        match rustix::fs::mkdirat(&cur, c.as_os_str(), Mode::from_raw_mode(0o755)) {
-                            Ok(()) => {
-                                rustix::fs::fsync(&cur)?;
-                                true
-                            }
-                            Err(rustix::io::Errno::EXIST) => false,
-                            Err(e) => return Err(e.into()),
-                        };
+                    let created = match rustix::fs::mkdirat(
+                        &cur,
+                        c.as_os_str(),
+                        Mode::from_raw_mode(0o755),
+                    ) {
+                        Ok(()) => {
+                            rustix::fs::fsync(&cur)?;
+                            true
+                        }
+                        Err(rustix::io::Errno::EXIST) => false,
+                        Err(e) => return Err(e.into()),
+                    };
                     cur = open_in_root(&sofar)?;
                     if created {
                         // 0755 whatever the umask (the unit sets UMask=0077).

@@ -109,18 +109,19 @@ pub struct Reply {
 
 /// Ask the daemon. `Ok(None)`: no daemon answers (no socket, or nobody listening).
 pub fn ask(root: &NodeRoot, req: &Request, timeout: Option<Duration>) -> io::Result<Option<Reply>> {
-    let stream = match socket_in_root(root, false).and_then(|(_dir, path, _)| UnixStream::connect(path)) {
-        Ok(s) => s,
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
-            ) =>
-        {
-            return Ok(None)
-        }
-        Err(e) => return Err(e),
-    };
+    let stream =
+        match socket_in_root(root, false).and_then(|(_dir, path, _)| UnixStream::connect(path)) {
+            Ok(s) => s,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(e),
+        };
     stream.set_read_timeout(timeout)?;
     stream.set_write_timeout(Some(Duration::from_secs(5)))?;
     (&stream).write_all(format!("{}\n", req.line()).as_bytes())?;
