@@ -5,6 +5,7 @@
 //! [`paths`] and [`inventory`]; the API server lives in [`kube`].
 
 pub mod agent;
+pub mod ca_rotation;
 pub mod check;
 pub mod cli;
 pub mod config;
@@ -20,3 +21,4 @@ pub mod revocation;
 pub mod rotation;
 pub mod service;
 pub mod store;
+pub mod yaml;

@@ -35,6 +35,9 @@ pub struct Config {
     pub certificates: Vec<CertificateSpec>,
     #[serde(default)]
     pub kubeconfigs: Vec<KubeconfigSpec>,
+    /// The CAs `rotate-ca` may rotate (kubeadm: cluster, etcd, front-proxy).
+    #[serde(default)]
+    pub cas: Vec<CaSpec>,
     #[serde(default)]
     pub revocation: RevocationSpec,
     #[serde(default)]
@@ -61,6 +64,16 @@ fn default_renew_at() -> Percent {
 }
 fn default_jitter() -> Percent {
     Percent(10.0)
+}
+
+impl Renewal {
+    /// The pure renewal policy these settings describe (fractions of the lifetime).
+    pub fn policy(&self) -> crate::pki::policy::RenewalPolicy {
+        crate::pki::policy::RenewalPolicy {
+            renew_at: self.renew_at.0 / 100.0,
+            jitter: self.jitter.0 / 100.0,
+        }
+    }
 }
 
 impl Default for Renewal {
@@ -253,6 +266,22 @@ pub struct KubeconfigSpec {
     pub on_rotate: Vec<Action>,
 }
 
+/// A CA on this node that `rotate-ca NAME` rotates: its trust file (`ca.crt`, what readers
+/// load as trust and, first in it, the signing certificate) and its key. Without a key the
+/// node only trusts the CA (a worker): the new CA comes with `--cert`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CaSpec {
+    pub name: String,
+    pub cert: PathBuf,
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// What reloads the CA files (API server, controller manager, etcd): run once after
+    /// each phase that changed a trust point or the signer.
+    #[serde(default)]
+    pub on_rotate: Vec<Action>,
+}
+
 /// What to do after a certificate was rotated.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -404,14 +433,7 @@ impl Config {
     }
 }
 
-/// A YAML error as one line with its line and column, without saphyr's source snippet
-/// (which would print config values, maybe secrets, into logs).
-pub fn render_yaml_error(e: &serde_saphyr::Error) -> String {
-    let opts = serde_saphyr::render_options! { snippets: serde_saphyr::SnippetMode::Off };
-    let text = e.render_with_options(opts);
-    let text = text.strip_prefix("error: ").unwrap_or(&text);
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
+pub use crate::yaml::render_error as render_yaml_error;
 
 /// Load the config: an explicit `--config` must exist; the default path may be absent
 /// (then the built-in defaults apply: inventory only, nothing managed).

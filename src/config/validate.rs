@@ -51,6 +51,7 @@ impl Config {
             return Err("history: must be at least 1 (the current version)".into());
         }
         self.check_names()?;
+        self.check_cas()?;
         for c in &self.certificates {
             let at = format!("certificates[{}]", c.name);
             for (field, p) in [
@@ -140,6 +141,37 @@ impl Config {
         Ok(())
     }
 
+    fn check_cas(&self) -> Result<(), String> {
+        let mut ca_names = HashSet::new();
+        for c in &self.cas {
+            if c.name.is_empty()
+                || !c
+                    .name
+                    .chars()
+                    .all(|x| x.is_ascii_alphanumeric() || x == '-')
+            {
+                return Err(format!(
+                    "cas: name {:?} must be non-empty and use only letters, digits and '-'",
+                    c.name
+                ));
+            }
+            if !ca_names.insert(c.name.as_str()) {
+                return Err(format!("cas: name {:?} is used twice", c.name));
+            }
+            require_absolute(&format!("cas[{}].cert", c.name), &c.cert)?;
+            if let Some(k) = &c.key {
+                require_absolute(&format!("cas[{}].key", c.name), k)?;
+                if k.parent() != c.cert.parent() || k == &c.cert {
+                    return Err(format!(
+                        "cas[{}]: cert and key must be two files in one directory (they are switched together)",
+                        c.name
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The directories whose files the agent may create and replace: the pki directories
     /// and kubelet's certificate directory, and nothing derived from a kubeconfig's path
     /// (a `kubelet.kubeconfig: /etc/passwd` must not make `/etc` writable).
@@ -197,6 +229,12 @@ impl Config {
                 Target::Kubeconfig,
             ));
         }
+        for c in &self.cas {
+            out.push((format!("cas[{}].cert", c.name), &c.cert, Target::Ca));
+            if let Some(k) = &c.key {
+                out.push((format!("cas[{}].key", c.name), k, Target::Ca));
+            }
+        }
         out
     }
 
@@ -236,7 +274,7 @@ impl Config {
                     list()
                 ));
             }
-            if cas.contains(p) {
+            if cas.contains(p) && kind != Target::Ca {
                 return Err(format!(
                     "{field}: {} is a CA file; the agent never writes over a CA",
                     p.display()
@@ -296,6 +334,8 @@ impl Config {
 enum Target {
     Pki,
     Kubeconfig,
+    /// `rotate-ca` writes these (and only it writes over a CA).
+    Ca,
 }
 
 fn stem(p: &Path) -> String {

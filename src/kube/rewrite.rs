@@ -239,7 +239,7 @@ fn check_only_credentials_changed(
     key: &str,
 ) -> Result<(), String> {
     let parse = |t: &str| -> Result<Value, String> {
-        serde_saphyr::from_str(t).map_err(|e| crate::config::render_yaml_error(&e))
+        serde_saphyr::from_str(t).map_err(|e| crate::yaml::render_error(&e))
     };
     let (mut a, mut b) = (
         parse(old)?,

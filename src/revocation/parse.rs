@@ -34,7 +34,7 @@ pub fn parse_documents(source: &str, text: &str) -> Loaded {
                     out.errors.push(format!(
                         "{source}: document {} (from line {first_line}): {}",
                         n + 1,
-                        crate::config::render_yaml_error(&e)
+                        crate::yaml::render_error(&e)
                     ));
                     continue;
                 }
