@@ -28,6 +28,7 @@ pub fn problems(root: &NodeRoot, config: &Config, entries: &[Entry]) -> Vec<Entr
         entries.iter().any(|e| e.path == p && e.problem.is_some())
     };
     let mut out = Vec::new();
+    let mut ca_in_leaf_slots = Vec::new();
     let mut push = |path: &Path, why: String| {
         if !reported(path) {
             out.push(Entry::problem_at(path.display().to_string(), why));
@@ -61,11 +62,13 @@ pub fn problems(root: &NodeRoot, config: &Config, entries: &[Entry]) -> Vec<Entr
                 .ok()
                 .and_then(|m| m.certificates.first().cloned())
                 .and_then(|der| CertInfo::parse(&der).ok());
+            // Said even when the inventory saw a problem with the file (a key mismatch):
+            // this is the reason an operator must act on.
             if leaf.is_some_and(|l| l.is_ca) {
-                push(
-                    &c.cert,
+                ca_in_leaf_slots.push(Entry::problem_at(
+                    c.cert.display().to_string(),
                     format!("{at}: holds a CA certificate where a leaf certificate belongs"),
-                );
+                ));
             }
         }
     }
@@ -99,5 +102,6 @@ pub fn problems(root: &NodeRoot, config: &Config, entries: &[Entry]) -> Vec<Entr
             },
         }
     }
+    out.extend(ca_in_leaf_slots);
     out
 }

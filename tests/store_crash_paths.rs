@@ -120,8 +120,10 @@ impl Xorshift {
     }
 }
 
-/// What the child last said about one name: the step and its sequence number.
+/// What the child last said about each name: the step and its sequence number.
 type Steps = HashMap<u64, (String, u64)>;
+/// The sequence numbers the last child started, per name (what may have landed since).
+type Started = HashMap<u64, Vec<u64>>;
 
 struct Tally {
     kills: usize,
@@ -130,7 +132,12 @@ struct Tally {
 }
 
 /// Kill a child of `mode` at random moments; after each kill `check` says what is wrong.
-fn kill_loop(mode: &str, root: &Path, fixture_dir: &Path, check: impl Fn(&Steps) -> Vec<String>) -> Tally {
+fn kill_loop(
+    mode: &str,
+    root: &Path,
+    fixture_dir: &Path,
+    check: impl Fn(&Steps, &Started) -> Vec<String>,
+) -> Tally {
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -139,7 +146,11 @@ fn kill_loop(mode: &str, root: &Path, fixture_dir: &Path, check: impl Fn(&Steps)
     println!("{mode}: seed {seed}");
     let mut rng = Xorshift(seed);
     let mut steps = Steps::new();
-    let mut tally = Tally { kills: 0, torn: 0, mid: 0 };
+    let mut tally = Tally {
+        kills: 0,
+        torn: 0,
+        mid: 0,
+    };
     let mut next_seq = 0u64;
     let want = kills_wanted();
     while tally.kills < want {
@@ -180,6 +191,7 @@ fn kill_loop(mode: &str, root: &Path, fixture_dir: &Path, check: impl Fn(&Steps)
         tally.kills += 1;
         reader.join().unwrap();
         let mut last = String::new();
+        let mut started = Started::new();
         for l in rx.try_iter() {
             let w: Vec<&str> = l.split_whitespace().collect();
             let [what, n, seq] = w[..] else { continue };
@@ -187,13 +199,16 @@ fn kill_loop(mode: &str, root: &Path, fixture_dir: &Path, check: impl Fn(&Steps)
                 continue;
             };
             steps.insert(n, (what.to_string(), seq));
+            if what == "start" {
+                started.entry(n).or_default().push(seq);
+            }
             next_seq = next_seq.max(seq + 1);
             last = what.to_string();
         }
         if last == "start" || last == "deleting" {
             tally.mid += 1;
         }
-        let problems = check(&steps);
+        let problems = check(&steps, &started);
         if !problems.is_empty() {
             tally.torn += 1;
             println!("{mode} kill {}: TORN: {problems:?}", tally.kills);
@@ -223,7 +238,7 @@ fn sigkill_while_creating_pairs_leaves_both_files_or_neither() {
     let (_d, root, fixture_dir, fx) = setup();
     let ders: Vec<Vec<u8>> = fx.iter().map(|p| der_of(&p.cert)).collect();
     let r = node(&root);
-    let check = |steps: &Steps| {
+    let check = |steps: &Steps, _: &Started| {
         let mut problems = Vec::new();
         for n in 0..NAMES {
             let (c, k) = (format!("{PKI}/new-{n}.crt"), format!("{PKI}/new-{n}.key"));
@@ -240,7 +255,8 @@ fn sigkill_while_creating_pairs_leaves_both_files_or_neither() {
                         let live = ders.iter().position(|d| *d == der);
                         let seq = step.as_ref().map(|(_, s)| *s as usize % FIXTURES);
                         if live != seq {
-                            problems.push(format!("new-{n}: fixture {live:?} live, child at {step:?}"));
+                            problems
+                                .push(format!("new-{n}: fixture {live:?} live, child at {step:?}"));
                         }
                     }
                     Err(e) => problems.push(format!("new-{n}: {e}")),
@@ -258,9 +274,19 @@ fn sigkill_while_creating_pairs_leaves_both_files_or_neither() {
     let last = gen("after-the-kills");
     for n in 0..NAMES {
         store
-            .install(&pair(n), last.cert.as_bytes(), last.key.as_bytes(), time::OffsetDateTime::now_utc())
+            .install(
+                &pair(n),
+                last.cert.as_bytes(),
+                last.key.as_bytes(),
+                time::OffsetDateTime::now_utc(),
+            )
             .unwrap();
-        assert_pair_is(&root, &format!("{PKI}/new-{n}.crt"), &format!("{PKI}/new-{n}.key"), &last);
+        assert_pair_is(
+            &root,
+            &format!("{PKI}/new-{n}.crt"),
+            &format!("{PKI}/new-{n}.key"),
+            &last,
+        );
     }
     println!(
         "create: kills {}, torn states {}, kills inside a delete or install {}, duration {:.1} s",
@@ -270,7 +296,11 @@ fn sigkill_while_creating_pairs_leaves_both_files_or_neither() {
         started.elapsed().as_secs_f64()
     );
     assert_eq!(t.torn, 0, "torn pairs after SIGKILL");
-    assert!(t.mid > t.kills / 4, "too few kills inside an install: {}", t.mid);
+    assert!(
+        t.mid > t.kills / 4,
+        "too few kills inside an install: {}",
+        t.mid
+    );
 }
 
 #[test]
@@ -280,10 +310,17 @@ fn sigkill_while_rewriting_a_kubeconfig_leaves_it_whole() {
     let ders: Vec<Vec<u8>> = fx.iter().map(|p| der_of(&p.cert)).collect();
     let store = Store::new(node(&root), 3);
     store
-        .write_file(Path::new(KUBECONFIG), kubeconfig_text(&fx[0]).as_bytes(), FileSpec::KEY)
+        .write_file(
+            Path::new(KUBECONFIG),
+            kubeconfig_text(&fx[0]).as_bytes(),
+            FileSpec::KEY,
+        )
         .unwrap();
     let r = node(&root);
-    let check = |steps: &Steps| {
+    // What a reader saw after the previous kill: it stays, or becomes one of the versions
+    // the child started since.
+    let seen = std::cell::Cell::new(0usize);
+    let check = |_: &Steps, started: &Started| {
         let read = || -> Result<Vec<u8>, String> {
             let bytes = r.read(Path::new(KUBECONFIG)).map_err(|e| e.to_string())?;
             let kc = Kubeconfig::parse(&bytes)?;
@@ -297,24 +334,28 @@ fn sigkill_while_rewriting_a_kubeconfig_leaves_it_whole() {
             Err(e) => vec![format!("{KUBECONFIG}: {e}")],
             Ok(der) => {
                 let live = ders.iter().position(|d| *d == der);
-                let ok = match steps.get(&0) {
-                    None => live == Some(0),
-                    Some((w, s)) if w == "done" => live == Some(*s as usize % FIXTURES),
-                    Some((_, s)) => {
-                        live == Some(*s as usize % FIXTURES)
-                            || live == Some((*s as usize + FIXTURES - 1) % FIXTURES)
-                    }
-                };
+                let round = started.get(&0).cloned().unwrap_or_default();
+                let ok = live == Some(seen.get())
+                    || round.iter().any(|s| live == Some(*s as usize % FIXTURES));
+                if let Some(l) = live {
+                    seen.set(l);
+                }
                 if ok {
                     vec![]
                 } else {
-                    vec![format!("fixture {live:?} live, child at {:?}", steps.get(&0))]
+                    vec![format!(
+                        "fixture {live:?} live, was {}, child started {round:?}",
+                        seen.get()
+                    )]
                 }
             }
         }
     };
     let t = kill_loop("kubeconfig", &root, &fixture_dir, check);
-    assert!(temps(&root, "/etc/kubernetes").len() <= 1, "leftovers pile up");
+    assert!(
+        temps(&root, "/etc/kubernetes").len() <= 1,
+        "leftovers pile up"
+    );
     println!(
         "kubeconfig: kills {}, torn states {}, kills inside a rewrite {}, duration {:.1} s",
         t.kills,
@@ -323,5 +364,9 @@ fn sigkill_while_rewriting_a_kubeconfig_leaves_it_whole() {
         started.elapsed().as_secs_f64()
     );
     assert_eq!(t.torn, 0, "torn kubeconfigs after SIGKILL");
-    assert!(t.mid > t.kills / 4, "too few kills inside a rewrite: {}", t.mid);
+    assert!(
+        t.mid > t.kills / 4,
+        "too few kills inside a rewrite: {}",
+        t.mid
+    );
 }

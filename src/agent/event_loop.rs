@@ -79,6 +79,10 @@ impl Agent {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             t
         });
+        // Wall and monotonic clocks at the last wake: a difference between their advances
+        // is a clock step, after which every deadline is planned again.
+        let mut last_wall = OffsetDateTime::now_utc();
+        let mut last_mono = std::time::Instant::now();
         loop {
             #[cfg(feature = "failpoints")]
             if crate::store::failpoint::action(super::STALL_POINT).as_deref() == Some("stall") {
@@ -88,6 +92,17 @@ impl Agent {
                 }
             }
             let now = OffsetDateTime::now_utc();
+            if let Some(jump) = schedule::clock_jump(last_wall, now, last_mono.elapsed()) {
+                tracing::warn!(
+                    JUMP_SECONDS = jump.whole_seconds(),
+                    "the wall clock jumped by {jump} since the last wake: re-planning every certificate"
+                );
+                self.resync_at = now + schedule::RESYNC;
+                pinging(self.watchdog, self.cycle(&[], false, "clock jump")).await;
+            }
+            last_wall = OffsetDateTime::now_utc();
+            last_mono = std::time::Instant::now();
+            let now = last_wall;
             let (at, why) = self.next_wake();
             let nap = schedule::sleep_for(now, at);
             let hup_at = hup_gate.fire_at();

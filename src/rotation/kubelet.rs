@@ -27,7 +27,7 @@ pub async fn rotate_kubelet(
     };
     let path = node.current_pem(kind);
     let mut out = outcome(kind.name(), &path, &current, Action::Failed(String::new()));
-    let reason = match reason_to_rotate(&current, revs, policy, req) {
+    let reason = match reason_to_rotate(&current, revs, policy, req, None) {
         Ok(r) => r,
         Err(action) => return Outcome { action, ..out },
     };

@@ -128,10 +128,35 @@ impl Store {
         key_pem: &[u8],
         now: OffsetDateTime,
     ) -> Result<Installed, StoreError> {
+        self.install_pair_as(cert, key, cert_pem, key_pem, now, pair::Holds::Leaf)
+    }
+
+    /// [`Store::install_pair`] for a CA's own files (`rotate-ca`): the one writer allowed
+    /// to replace a CA certificate.
+    pub fn install_ca_pair(
+        &self,
+        cert: &Path,
+        key: &Path,
+        cert_pem: &[u8],
+        key_pem: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<Installed, StoreError> {
+        self.install_pair_as(cert, key, cert_pem, key_pem, now, pair::Holds::Ca)
+    }
+
+    fn install_pair_as(
+        &self,
+        cert: &Path,
+        key: &Path,
+        cert_pem: &[u8],
+        key_pem: &[u8],
+        now: OffsetDateTime,
+        holds: pair::Holds,
+    ) -> Result<Installed, StoreError> {
         let (dir, names) = self.pair_names(cert, key)?;
         check_material(&self.root.host_path(cert), cert_pem, key_pem)?;
         let dir = ManagedDir::open_or_create(&self.root, &dir)?;
-        pair::install(&dir, &names, cert_pem, key_pem, now, self.history)
+        pair::install(&dir, &names, cert_pem, key_pem, now, self.history, holds)
     }
 
     /// Install a new kubelet-style version `dir/NAME-<stamp>.pem` (certificate then key,

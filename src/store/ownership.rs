@@ -50,14 +50,16 @@ fn others(dir: &ManagedDir, ours: &[&str]) -> Vec<(String, Vec<u8>)> {
 
 /// `Ok` when replacing the pair's current `cert` and `key` contents (`None`: missing or
 /// unreadable) cannot break another certificate of the directory.
+/// `ca`: the pair is a CA's own (`rotate-ca`), so a CA certificate in place is expected.
 pub fn check(
     dir: &ManagedDir,
+    ca: bool,
     cert_name: &str,
     key_name: &str,
     cert: Option<&[u8]>,
     key_data: Option<&[u8]>,
 ) -> Result<(), StoreError> {
-    if cert.and_then(leaf).is_some_and(|c| c.is_ca) {
+    if !ca && cert.and_then(leaf).is_some_and(|c| c.is_ca) {
         return Err(StoreError::IsCa {
             path: dir.host_path(cert_name),
         });

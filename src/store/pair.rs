@@ -26,6 +26,13 @@ pub struct PairNames {
     pub key: String,
 }
 
+/// What a pair holds: a leaf (a CA found in its place is refused), or a CA (`rotate-ca`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holds {
+    Leaf,
+    Ca,
+}
+
 /// What a public name is now.
 enum Public {
     Missing,
@@ -192,6 +199,7 @@ pub fn install(
     key_pem: &[u8],
     now: OffsetDateTime,
     keep: u32,
+    holds: Holds,
 ) -> Result<Installed, StoreError> {
     let _ = dir.remove_temps();
     for r in repair_layout(dir, names)? {
@@ -203,6 +211,7 @@ pub fn install(
     let pk = public(dir, stem, key)?;
     ownership::check(
         dir,
+        holds == Holds::Ca,
         cert,
         key,
         current_bytes(dir, cert, &pc).as_deref(),
