@@ -13,6 +13,10 @@ command -v lintian >/dev/null || need+=(lintian)
 command -v rpmbuild >/dev/null || need+=(rpm)
 command -v rpmlint >/dev/null || need+=(rpmlint)
 python3 -c 'import yaml' 2>/dev/null || need+=(python3-yaml)
+# The CRD's schema validated against the seed's RenewRevocation (tests/seed_revocation.rs).
+python3 -c 'import jsonschema' 2>/dev/null || need+=(python3-jsonschema)
+# tests/metrics.rs: promtool (check metrics, check rules) and a real Prometheus server.
+{ command -v promtool >/dev/null && command -v prometheus >/dev/null; } || need+=(prometheus)
 if ((${#need[@]})); then
   [[ $(id -u) == 0 ]] || { echo "install-test-deps: need root to install: ${need[*]}" >&2; exit 1; }
   apt-get update -qq

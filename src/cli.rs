@@ -68,6 +68,8 @@ pub enum Command {
         /// A name from the config (`certificates[].name`, `kubelet-client`, `kubelet-serving`).
         name: String,
     },
+    /// Approve kubelet-serving CSRs that can be proven (a cluster controller; see README).
+    Approver(crate::approver::ApproverArgs),
     /// Print the version.
     Version,
 }
@@ -163,6 +165,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Fatal> {
             Ok(ExitCode::Ok)
         }
         Command::Run => crate::agent::run(root, cli.config.as_deref()),
+        Command::Approver(args) => crate::approver::run(args),
         Command::Status { output } => {
             let running = crate::service::control::probe(&root);
             let state = crate::service::state::read(&root)
@@ -361,7 +364,7 @@ fn repair(root: &NodeRoot, config: &Config, dry_run: bool) -> Result<ExitCode, F
 
 fn revocations(root: &NodeRoot, config: &Config, output: Output) -> Result<ExitCode, Fatal> {
     let loaded = crate::revocation::load_dir(root, &config.revocation.directory);
-    let targets = default_targets(root, config);
+    let targets = inventory::default_targets(root, config);
     let entries = inventory::collect(root, &targets);
     let mut rows = Vec::new();
     for e in &loaded.entries {
@@ -378,6 +381,7 @@ fn revocations(root: &NodeRoot, config: &Config, output: Output) -> Result<ExitC
             "id": e.id(),
             "source": e.source,
             "rule": e.describe(),
+            "description": e.description,
             "notBefore": e.not_before.map(crate::pki::rfc3339),
             "matches": matches,
         }));
@@ -505,7 +509,7 @@ fn check(root: &NodeRoot, config: &Config, args: &CheckArgs) -> Result<ExitCode,
         None => WarnPolicy::Lifetime,
     };
     let mut targets: Vec<Target> = if args.paths.is_empty() {
-        default_targets(root, config)
+        inventory::default_targets(root, config)
     } else {
         args.paths.iter().cloned().map(Target::Given).collect()
     };
@@ -541,25 +545,4 @@ fn check(root: &NodeRoot, config: &Config, args: &CheckArgs) -> Result<ExitCode,
 /// command that meets any exits non-zero.
 fn revocation_errors(root: &NodeRoot, config: &Config) -> Vec<String> {
     crate::revocation::load_dir(root, &config.revocation.directory).errors
-}
-
-/// The configured pki directories and kubeconfigs, plus every managed file outside them.
-pub fn default_targets(root: &NodeRoot, config: &Config) -> Vec<Target> {
-    let inv = &config.inventory;
-    let mut targets: Vec<Target> = inv
-        .pki_directories
-        .iter()
-        .cloned()
-        .map(Target::PkiDir)
-        .collect();
-    let mut kubeconfigs = inventory::expand_kubeconfig_globs(root, &inv.kubeconfigs);
-    kubeconfigs.extend(config.kubeconfigs.iter().map(|k| k.path.clone()));
-    if let Some(k) = &config.kubelet {
-        kubeconfigs.push(k.kubeconfig.clone());
-    }
-    kubeconfigs.sort();
-    kubeconfigs.dedup();
-    kubeconfigs.retain(|k| root.host_path(k).exists() || root.host_path(k).is_symlink());
-    targets.extend(kubeconfigs.into_iter().map(Target::Kubeconfig));
-    targets
 }

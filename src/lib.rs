@@ -5,6 +5,7 @@
 //! [`paths`] and [`inventory`]; the API server lives in [`kube`].
 
 pub mod agent;
+pub mod approver;
 pub mod ca_rotation;
 pub mod check;
 pub mod cli;
@@ -14,6 +15,8 @@ pub mod exit;
 pub mod inventory;
 pub mod kube;
 pub mod kubelet;
+pub mod lifecycle;
+pub mod metrics;
 pub mod paths;
 pub mod pki;
 pub mod remote;

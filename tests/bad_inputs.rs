@@ -34,6 +34,7 @@ const CERTS: &str = "certificates:
   cert: /etc/kubernetes/pki/apiserver.crt
   key: /etc/kubernetes/pki/apiserver.key
   subject: {commonName: kube-apiserver}
+  dnsNames: [kubernetes]
   usages: [serverAuth]
 - name: front-proxy-client
   ca: {cert: /etc/kubernetes/pki/ca.crt, key: /etc/kubernetes/pki/ca.key}

@@ -435,13 +435,20 @@ fn a_clock_behind_is_reported_not_reissued_in_a_loop() {
     let ca = openssl::ca(&pki, "ca", Key::P256, "kubernetes", 3650);
     // The CA is not valid yet either: this clock is behind, re-issuing would not help.
     // (A leaf "not yet valid" under a CA valid now is healed instead: tests/clock.rs.)
-    openssl::ca_with_dates(&ca.cert, &ca.key, "kubernetes", "20391201000000Z", "20500101000000Z");
+    openssl::ca_with_dates(
+        &ca.cert,
+        &ca.key,
+        "kubernetes",
+        "20391201000000Z",
+        "20500101000000Z",
+    );
     openssl::leaf(
         &pki,
         "apiserver",
         &ca,
         &Leaf {
             subject: "/CN=kube-apiserver",
+            sans: "DNS:kubernetes",
             dates: Some(("20400101000000Z", "20400105000000Z")),
             ..Leaf::default()
         },
@@ -480,6 +487,7 @@ fn repair_restarts_a_shared_dependent_once() {
         &ca,
         &Leaf {
             subject: "/CN=kube-apiserver",
+            sans: "DNS:kubernetes",
             dates: expired,
             ..Leaf::default()
         },

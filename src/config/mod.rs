@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Deserializer};
 
 pub mod validate;
+use validate::require_absolute;
 
 pub const API_VERSION: &str = "kube-cert-agent.io/v1alpha1";
 pub const KIND: &str = "AgentConfiguration";
@@ -57,6 +58,15 @@ pub struct Renewal {
     /// +- this fraction, drawn at random per certificate (kubelet: 70%..90%).
     #[serde(default = "default_jitter")]
     pub jitter: Percent,
+    /// After a failure that retrying cannot fix (a denied CSR, a missing CA key, a config
+    /// problem), the next attempt waits this long unless something changes (SIGHUP,
+    /// `rotate NAME`, a config or file change).
+    #[serde(default = "default_permanent_failure_backoff")]
+    pub permanent_failure_backoff: HumanDuration,
+}
+
+fn default_permanent_failure_backoff() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(3600))
 }
 
 fn default_renew_at() -> Percent {
@@ -74,6 +84,15 @@ impl Renewal {
             jitter: self.jitter.0 / 100.0,
         }
     }
+
+    /// The life-cycle's backoff settings.
+    pub fn backoff(&self) -> crate::lifecycle::Settings {
+        crate::lifecycle::Settings {
+            permanent: time::Duration::try_from(self.permanent_failure_backoff.0)
+                .unwrap_or(time::Duration::hours(1)),
+            ..Default::default()
+        }
+    }
 }
 
 impl Default for Renewal {
@@ -81,6 +100,7 @@ impl Default for Renewal {
         Renewal {
             renew_at: default_renew_at(),
             jitter: default_jitter(),
+            permanent_failure_backoff: default_permanent_failure_backoff(),
         }
     }
 }
@@ -178,9 +198,40 @@ pub struct KubeletServingSpec {
     pub enabled: bool,
     #[serde(default = "default_kubelet_key_type")]
     pub key_type: KeyType,
-    /// Host names and IP addresses for the SANs; empty: detected.
+    /// Host names and IP addresses for the SANs; empty: the Node's status.addresses of
+    /// `addressTypes` (read as the node), or detected while the Node does not exist.
     #[serde(default)]
     pub addresses: Vec<String>,
+    /// Which of the Node's status.addresses become SANs.
+    #[serde(default = "all_node_address_types")]
+    pub address_types: Vec<NodeAddressType>,
+}
+
+/// A `Node.status.addresses[].type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum NodeAddressType {
+    Hostname,
+    InternalDNS,
+    ExternalDNS,
+    InternalIP,
+    ExternalIP,
+}
+
+impl NodeAddressType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeAddressType::Hostname => "Hostname",
+            NodeAddressType::InternalDNS => "InternalDNS",
+            NodeAddressType::ExternalDNS => "ExternalDNS",
+            NodeAddressType::InternalIP => "InternalIP",
+            NodeAddressType::ExternalIP => "ExternalIP",
+        }
+    }
+}
+
+fn all_node_address_types() -> Vec<NodeAddressType> {
+    use NodeAddressType::*;
+    vec![Hostname, InternalDNS, ExternalDNS, InternalIP, ExternalIP]
 }
 
 fn default_true() -> bool {
@@ -193,6 +244,7 @@ impl Default for KubeletServingSpec {
             enabled: true,
             key_type: default_kubelet_key_type(),
             addresses: Vec::new(),
+            address_types: all_node_address_types(),
         }
     }
 }
@@ -338,12 +390,43 @@ impl Default for RevocationSpec {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct MetricsSpec {
     /// `127.0.0.1:9793`; empty: off.
     #[serde(default)]
     pub listen: String,
+    /// node_exporter textfile collector file (`*.prom`), rewritten atomically; absent: off.
+    #[serde(default)]
+    pub textfile: Option<PathBuf>,
+}
+
+impl MetricsSpec {
+    /// The address to serve on, if any.
+    pub fn listen_addr(&self) -> Result<Option<std::net::SocketAddr>, String> {
+        let l = self.listen.trim();
+        if l.is_empty() {
+            return Ok(None);
+        }
+        l.parse().map(Some).map_err(|_| {
+            format!("metrics.listen: {l:?} is not an address and port like 127.0.0.1:9793 or [::1]:9793")
+        })
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        self.listen_addr()?;
+        if let Some(p) = &self.textfile {
+            require_absolute("metrics.textfile", p)?;
+            // node_exporter's textfile collector reads only `*.prom`.
+            if p.extension().and_then(|e| e.to_str()) != Some("prom") {
+                return Err(format!(
+                    "metrics.textfile: {} must end in .prom (node_exporter reads only *.prom)",
+                    p.display()
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A percentage written `80%` (or a bare number).

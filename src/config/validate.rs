@@ -111,6 +111,7 @@ impl Config {
         if self.revocation.cluster && self.kubelet.is_none() {
             return Err("revocation.cluster: reading RenewRevocation objects uses the node's credentials: it needs the kubelet section".into());
         }
+        self.metrics.validate()?;
         self.check_write_targets()?;
         for c in &self.certificates {
             check_pair_layout(&format!("certificates[{}]", c.name), &c.cert, &c.key)?;
@@ -375,7 +376,7 @@ fn check_pair_layout(at: &str, cert: &Path, key: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn require_absolute(field: &str, p: &Path) -> Result<(), String> {
+pub(super) fn require_absolute(field: &str, p: &Path) -> Result<(), String> {
     if p.is_absolute() {
         Ok(())
     } else {
