@@ -40,6 +40,14 @@ fn node(api: &StandIn, serving: bool) -> NodeTree {
     api.write_bootstrap_kubeconfig(&node.path("/var/lib/kubelet/bootstrap-kubeconfig"))
         .unwrap();
     openssl::ca(&node.path(PKI), "ca", Key::P256, "kubernetes", 3650);
+    // A control-plane node (the apiserver manifest): `broken`, whose CA key is missing,
+    // fails there rather than being left absent as on a worker.
+    std::fs::create_dir_all(node.path("/etc/kubernetes/manifests")).unwrap();
+    std::fs::write(
+        node.path("/etc/kubernetes/manifests/kube-apiserver.yaml"),
+        "",
+    )
+    .unwrap();
     std::fs::write(
         node.path("/etc/kube-cert-agent/config.yaml"),
         format!(
