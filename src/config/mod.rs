@@ -159,6 +159,13 @@ pub struct KubeletSpec {
     /// How long to wait for a CSR to be approved and issued.
     #[serde(default = "default_csr_timeout")]
     pub csr_timeout: HumanDuration,
+    /// Every API request is answered within this, or fails (transient) naming the server.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: HumanDuration,
+}
+
+fn default_request_timeout() -> HumanDuration {
+    HumanDuration(crate::kube::client::REQUEST_TIMEOUT)
 }
 
 fn default_csr_timeout() -> HumanDuration {
