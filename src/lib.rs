@@ -12,6 +12,7 @@ pub mod exit;
 pub mod inventory;
 pub mod kube;
 pub mod kubelet;
+pub mod parallel;
 pub mod paths;
 pub mod pki;
 pub mod remote;
