@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use kube_cert_agent::config::Config;
 use kube_cert_agent::paths::NodeRoot;
 use kube_cert_agent::pki::keygen::{self, KeyType};
-use kube_cert_agent::pki::policy::RenewalPolicy;
 use kube_cert_agent::rotation::{self, Action, Request};
 use kube_cert_agent::store::Store;
 
@@ -68,7 +67,7 @@ fn main() {
     let config = Config::parse(Path::new("bench.yaml"), CONFIG).unwrap();
     let root = NodeRoot::new(node.path());
     let store = Store::new(root.clone(), config.history);
-    let policy = RenewalPolicy::from_config(&config.renewal);
+    let policy = config.renewal.policy();
     let spec = &config.certificates[0];
     let in_process = || {
         let req = Request {

@@ -15,6 +15,8 @@ command -v rpmlint >/dev/null || need+=(rpmlint)
 python3 -c 'import yaml' 2>/dev/null || need+=(python3-yaml)
 # make bench: the python peers of `check` (benches/check_peers.py) use Debian's python3-cryptography.
 /usr/bin/python3 -c 'import cryptography' 2>/dev/null || need+=(python3-cryptography)
+# tests/metrics.rs: promtool (check metrics, check rules) and a real Prometheus server.
+{ command -v promtool >/dev/null && command -v prometheus >/dev/null; } || need+=(prometheus)
 if ((${#need[@]})); then
   [[ $(id -u) == 0 ]] || { echo "install-test-deps: need root to install: ${need[*]}" >&2; exit 1; }
   apt-get update -qq

@@ -59,6 +59,10 @@ pub enum Command {
         #[arg(long, short, value_enum, default_value = "table")]
         output: Output,
     },
+    /// Rotate one of the node's CAs (`cas:` in the config) with no downtime, one phase at
+    /// a time: prepare (trust old + new), reissue (the new CA signs; leaves re-issued),
+    /// finalize (the old CA leaves every trust point once nothing depends on it).
+    RotateCa(RotateCaArgs),
     /// Switch a certificate back to its previous version.
     Rollback {
         /// A name from the config (`certificates[].name`, `kubelet-client`, `kubelet-serving`).
@@ -85,6 +89,24 @@ pub struct RotateArgs {
     /// Say what would be done; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RotateCaArgs {
+    /// A name from the config's `cas:` (kubeadm: cluster, etcd, front-proxy).
+    pub name: String,
+    #[arg(long, value_parser = ["prepare", "reissue", "finalize"])]
+    pub phase: String,
+    /// Say what would change; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// prepare: use this new CA certificate instead of making one (every control-plane
+    /// node of a cluster must use the same one; a worker node needs only the certificate).
+    #[arg(long, value_name = "FILE", requires = "phase")]
+    pub cert: Option<PathBuf>,
+    /// prepare: the key of the --cert CA.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -155,9 +177,21 @@ pub fn run(cli: Cli) -> Result<ExitCode, Fatal> {
             let running = crate::service::control::probe(&root);
             let state = crate::service::state::read(&root)
                 .map_err(|e| Fatal::failure(anyhow::anyhow!(e)))?;
+            let cas = crate::ca_rotation::record::read(&root)
+                .map_err(|e| Fatal::failure(anyhow::anyhow!(e)))?;
             let text = match output {
-                Output::Json => crate::service::state::render_json(state.as_ref(), running),
-                Output::Table => crate::service::state::render_table(state.as_ref(), running),
+                Output::Json => {
+                    let text = crate::service::state::render_json(state.as_ref(), running);
+                    let mut v: serde_json::Value =
+                        serde_json::from_str(&text).map_err(Fatal::failure)?;
+                    v["caRotations"] =
+                        serde_json::to_value(&cas.rotations).map_err(Fatal::failure)?;
+                    serde_json::to_string_pretty(&v).map_err(Fatal::failure)? + "\n"
+                }
+                Output::Table => {
+                    crate::service::state::render_table(state.as_ref(), running)
+                        + &crate::ca_rotation::record::render_table(&cas)
+                }
             };
             let _ = std::io::stdout().lock().write_all(text.as_bytes());
             Ok(ExitCode::Ok)
@@ -177,6 +211,10 @@ pub fn run(cli: Cli) -> Result<ExitCode, Fatal> {
         Command::Revocations { output } => {
             let config = config::load(cli.config.as_deref(), &root).map_err(Fatal::config)?;
             revocations(&root, &config, output)
+        }
+        Command::RotateCa(args) => {
+            let config = config::load(cli.config.as_deref(), &root).map_err(Fatal::config)?;
+            rotate_ca(&root, &config, args)
         }
         Command::Rollback { name } => {
             let config = config::load(cli.config.as_deref(), &root).map_err(Fatal::config)?;
@@ -324,7 +362,7 @@ fn repair(root: &NodeRoot, config: &Config, dry_run: bool) -> Result<ExitCode, F
 
 fn revocations(root: &NodeRoot, config: &Config, output: Output) -> Result<ExitCode, Fatal> {
     let loaded = crate::revocation::load_dir(root, &config.revocation.directory);
-    let targets = default_targets(root, config);
+    let targets = inventory::default_targets(root, config);
     let entries = inventory::collect(root, &targets);
     let mut rows = Vec::new();
     for e in &loaded.entries {
@@ -341,7 +379,7 @@ fn revocations(root: &NodeRoot, config: &Config, output: Output) -> Result<ExitC
             "id": e.id(),
             "source": e.source,
             "rule": e.describe(),
-            "notBefore": e.not_before.map(crate::rotation::plan::rfc3339),
+            "notBefore": e.not_before.map(crate::pki::rfc3339),
             "matches": matches,
         }));
     }
@@ -385,6 +423,40 @@ fn revocations(root: &NodeRoot, config: &Config, output: Output) -> Result<ExitC
     } else {
         ExitCode::Config
     })
+}
+
+fn rotate_ca(root: &NodeRoot, config: &Config, args: RotateCaArgs) -> Result<ExitCode, Fatal> {
+    use crate::ca_rotation::{self, record::Phase};
+    let opts = ca_rotation::Options {
+        phase: Phase::parse(&args.phase).expect("clap checked the phase"),
+        dry_run: args.dry_run,
+        new_cert: args.cert,
+        new_key: args.key,
+        now: time::OffsetDateTime::now_utc(),
+    };
+    if args.dry_run && opts.new_cert.is_none() && opts.phase == Phase::Prepare {
+        eprintln!("kube-cert-agent: dry run: a new CA would be made (or the staged one reused)");
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Fatal::failure)?;
+    let progress = |msg: &str| eprintln!("{msg}");
+    let result = runtime.block_on(ca_rotation::run(root, config, &args.name, &opts, &progress));
+    match result {
+        Ok(report) => {
+            for l in &report.lines {
+                println!("{l}");
+            }
+            Ok(if report.complete {
+                ExitCode::Ok
+            } else {
+                ExitCode::Failure
+            })
+        }
+        Err(e) if e.refused => Err(Fatal::config(anyhow::anyhow!(e.message))),
+        Err(e) => Err(Fatal::failure(anyhow::anyhow!(e.message))),
+    }
 }
 
 fn rollback(root: &NodeRoot, config: &Config, name: &str) -> Result<ExitCode, Fatal> {
@@ -434,7 +506,7 @@ fn check(root: &NodeRoot, config: &Config, args: &CheckArgs) -> Result<ExitCode,
         None => WarnPolicy::Lifetime,
     };
     let mut targets: Vec<Target> = if args.paths.is_empty() {
-        default_targets(root, config)
+        inventory::default_targets(root, config)
     } else {
         args.paths.iter().cloned().map(Target::Given).collect()
     };
@@ -454,25 +526,4 @@ fn check(root: &NodeRoot, config: &Config, args: &CheckArgs) -> Result<ExitCode,
     // A closed pipe (`check | head`) is not an error worth a panic.
     let _ = out.write_all(text.as_bytes());
     Ok(crate::check::exit_code(&rows))
-}
-
-/// The configured pki directories and kubeconfigs, plus every managed file outside them.
-pub fn default_targets(root: &NodeRoot, config: &Config) -> Vec<Target> {
-    let inv = &config.inventory;
-    let mut targets: Vec<Target> = inv
-        .pki_directories
-        .iter()
-        .cloned()
-        .map(Target::PkiDir)
-        .collect();
-    let mut kubeconfigs = inventory::expand_kubeconfig_globs(root, &inv.kubeconfigs);
-    kubeconfigs.extend(config.kubeconfigs.iter().map(|k| k.path.clone()));
-    if let Some(k) = &config.kubelet {
-        kubeconfigs.push(k.kubeconfig.clone());
-    }
-    kubeconfigs.sort();
-    kubeconfigs.dedup();
-    kubeconfigs.retain(|k| root.host_path(k).exists() || root.host_path(k).is_symlink());
-    targets.extend(kubeconfigs.into_iter().map(Target::Kubeconfig));
-    targets
 }

@@ -33,6 +33,9 @@ pub struct Config {
     pub certificates: Vec<CertificateSpec>,
     #[serde(default)]
     pub kubeconfigs: Vec<KubeconfigSpec>,
+    /// The CAs `rotate-ca` may rotate (kubeadm: cluster, etcd, front-proxy).
+    #[serde(default)]
+    pub cas: Vec<CaSpec>,
     #[serde(default)]
     pub revocation: RevocationSpec,
     #[serde(default)]
@@ -59,6 +62,16 @@ fn default_renew_at() -> Percent {
 }
 fn default_jitter() -> Percent {
     Percent(10.0)
+}
+
+impl Renewal {
+    /// The pure renewal policy these settings describe (fractions of the lifetime).
+    pub fn policy(&self) -> crate::pki::policy::RenewalPolicy {
+        crate::pki::policy::RenewalPolicy {
+            renew_at: self.renew_at.0 / 100.0,
+            jitter: self.jitter.0 / 100.0,
+        }
+    }
 }
 
 impl Default for Renewal {
@@ -251,6 +264,22 @@ pub struct KubeconfigSpec {
     pub on_rotate: Vec<Action>,
 }
 
+/// A CA on this node that `rotate-ca NAME` rotates: its trust file (`ca.crt`, what readers
+/// load as trust and, first in it, the signing certificate) and its key. Without a key the
+/// node only trusts the CA (a worker): the new CA comes with `--cert`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CaSpec {
+    pub name: String,
+    pub cert: PathBuf,
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// What reloads the CA files (API server, controller manager, etcd): run once after
+    /// each phase that changed a trust point or the signer.
+    #[serde(default)]
+    pub on_rotate: Vec<Action>,
+}
+
 /// What to do after a certificate was rotated.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -307,12 +336,43 @@ impl Default for RevocationSpec {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct MetricsSpec {
     /// `127.0.0.1:9793`; empty: off.
     #[serde(default)]
     pub listen: String,
+    /// node_exporter textfile collector file (`*.prom`), rewritten atomically; absent: off.
+    #[serde(default)]
+    pub textfile: Option<PathBuf>,
+}
+
+impl MetricsSpec {
+    /// The address to serve on, if any.
+    pub fn listen_addr(&self) -> Result<Option<std::net::SocketAddr>, String> {
+        let l = self.listen.trim();
+        if l.is_empty() {
+            return Ok(None);
+        }
+        l.parse().map(Some).map_err(|_| {
+            format!("metrics.listen: {l:?} is not an address and port like 127.0.0.1:9793 or [::1]:9793")
+        })
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        self.listen_addr()?;
+        if let Some(p) = &self.textfile {
+            require_absolute("metrics.textfile", p)?;
+            // node_exporter's textfile collector reads only `*.prom`.
+            if p.extension().and_then(|e| e.to_str()) != Some("prom") {
+                return Err(format!(
+                    "metrics.textfile: {} must end in .prom (node_exporter reads only *.prom)",
+                    p.display()
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A percentage written `80%` (or a bare number).
@@ -443,6 +503,33 @@ impl Config {
                 return Err(format!("{section}: name {name:?} is used twice"));
             }
         }
+        let mut ca_names = std::collections::HashSet::new();
+        for c in &self.cas {
+            if c.name.is_empty()
+                || !c
+                    .name
+                    .chars()
+                    .all(|x| x.is_ascii_alphanumeric() || x == '-')
+            {
+                return Err(format!(
+                    "cas: name {:?} must be non-empty and use only letters, digits and '-'",
+                    c.name
+                ));
+            }
+            if !ca_names.insert(c.name.as_str()) {
+                return Err(format!("cas: name {:?} is used twice", c.name));
+            }
+            require_absolute(&format!("cas[{}].cert", c.name), &c.cert)?;
+            if let Some(k) = &c.key {
+                require_absolute(&format!("cas[{}].key", c.name), k)?;
+                if k.parent() != c.cert.parent() || k == &c.cert {
+                    return Err(format!(
+                        "cas[{}]: cert and key must be two files in one directory (they are switched together)",
+                        c.name
+                    ));
+                }
+            }
+        }
         for c in &self.certificates {
             let paths = [
                 ("cert", &c.cert),
@@ -477,6 +564,7 @@ impl Config {
         if self.revocation.cluster && self.kubelet.is_none() {
             return Err("revocation.cluster: reading RenewRevocation objects uses the node's credentials: it needs the kubelet section".into());
         }
+        self.metrics.validate()?;
         self.check_write_targets()?;
         Ok(())
     }
@@ -526,7 +614,14 @@ impl Config {
                 self.kubeconfigs
                     .iter()
                     .map(|k| (format!("kubeconfigs[{}].path", k.name), &k.path)),
-            );
+            )
+            .chain(self.cas.iter().flat_map(|c| {
+                std::iter::once((format!("cas[{}].cert", c.name), &c.cert)).chain(
+                    c.key
+                        .iter()
+                        .map(move |k| (format!("cas[{}].key", c.name), k)),
+                )
+            }));
         for (field, p) in targets {
             if !inside(p) {
                 let list: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
@@ -557,14 +652,7 @@ fn check_validity(field: &str, v: HumanDuration) -> Result<(), String> {
     Ok(())
 }
 
-/// A YAML error as one line with its line and column, without saphyr's source snippet
-/// (which would print config values, maybe secrets, into logs).
-pub fn render_yaml_error(e: &serde_saphyr::Error) -> String {
-    let opts = serde_saphyr::render_options! { snippets: serde_saphyr::SnippetMode::Off };
-    let text = e.render_with_options(opts);
-    let text = text.strip_prefix("error: ").unwrap_or(&text);
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
+pub use crate::yaml::render_error as render_yaml_error;
 
 /// Load the config: an explicit `--config` must exist; the default path may be absent
 /// (then the built-in defaults apply: inventory only, nothing managed).

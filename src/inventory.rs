@@ -124,6 +124,27 @@ enum Found {
 /// File extensions that hold certificate material in a pki directory.
 const MATERIAL_EXTENSIONS: &[&str] = &["crt", "pem", "cer", "der", "key"];
 
+/// The configured pki directories and kubeconfigs, plus every managed file outside them.
+pub fn default_targets(root: &NodeRoot, config: &crate::config::Config) -> Vec<Target> {
+    let inv = &config.inventory;
+    let mut targets: Vec<Target> = inv
+        .pki_directories
+        .iter()
+        .cloned()
+        .map(Target::PkiDir)
+        .collect();
+    let mut kubeconfigs = expand_kubeconfig_globs(root, &inv.kubeconfigs);
+    kubeconfigs.extend(config.kubeconfigs.iter().map(|k| k.path.clone()));
+    if let Some(k) = &config.kubelet {
+        kubeconfigs.push(k.kubeconfig.clone());
+    }
+    kubeconfigs.sort();
+    kubeconfigs.dedup();
+    kubeconfigs.retain(|k| root.host_path(k).exists() || root.host_path(k).is_symlink());
+    targets.extend(kubeconfigs.into_iter().map(Target::Kubeconfig));
+    targets
+}
+
 /// Build the inventory of `targets`.
 pub fn collect(root: &NodeRoot, targets: &[Target]) -> Vec<Entry> {
     let mut entries = Vec::new();

@@ -5,6 +5,7 @@
 //! [`paths`] and [`inventory`]; the API server lives in [`kube`].
 
 pub mod agent;
+pub mod ca_rotation;
 pub mod check;
 pub mod cli;
 pub mod config;
@@ -12,6 +13,7 @@ pub mod exit;
 pub mod inventory;
 pub mod kube;
 pub mod kubelet;
+pub mod metrics;
 pub mod parallel;
 pub mod paths;
 pub mod pki;
@@ -20,3 +22,4 @@ pub mod revocation;
 pub mod rotation;
 pub mod service;
 pub mod store;
+pub mod yaml;

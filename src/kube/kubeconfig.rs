@@ -87,7 +87,7 @@ impl Kubeconfig {
     pub fn parse(bytes: &[u8]) -> Result<Kubeconfig, String> {
         let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_string())?;
         let kc: Kubeconfig = serde_saphyr::from_str(text)
-            .map_err(|e| format!("not a kubeconfig: {}", crate::config::render_yaml_error(&e)))?;
+            .map_err(|e| format!("not a kubeconfig: {}", crate::yaml::render_error(&e)))?;
         Ok(kc)
     }
 }
@@ -190,7 +190,7 @@ pub fn replace_client_credentials(
     use base64::Engine;
     use serde_json::Value;
     let mut doc: Value = serde_saphyr::from_str(text)
-        .map_err(|e| format!("not a kubeconfig: {}", crate::config::render_yaml_error(&e)))?;
+        .map_err(|e| format!("not a kubeconfig: {}", crate::yaml::render_error(&e)))?;
     let user_name = current_user_name(&Kubeconfig::parse(text.as_bytes())?)?;
     let users = doc
         .get_mut("users")

@@ -56,14 +56,14 @@ impl Ca {
             return Err(format!(
                 "CA certificate ({}) expired at {}; the agent never rotates a CA: replace it and re-issue",
                 cert.subject,
-                crate::rotation::plan::rfc3339(cert.not_after)
+                crate::pki::rfc3339(cert.not_after)
             ));
         }
         if now < cert.not_before {
             return Err(format!(
                 "CA certificate ({}) is not valid until {} (is the clock behind?)",
                 cert.subject,
-                crate::rotation::plan::rfc3339(cert.not_before)
+                crate::pki::rfc3339(cert.not_before)
             ));
         }
         let km = parse_material(key_pem).map_err(|e| format!("CA key: {e}"))?;
@@ -338,7 +338,7 @@ fn is_rsa(key: &KeyPair) -> bool {
 }
 
 /// 128 random bits, positive, no leading zero byte (RFC 5280: at most 20 octets).
-fn random_serial() -> Result<SerialNumber, String> {
+pub(crate) fn random_serial() -> Result<SerialNumber, String> {
     let mut b = [0u8; 16];
     crate::pki::randomness::fill(&mut b)?;
     b[0] = (b[0] & 0x7f).max(1);

@@ -14,13 +14,6 @@ pub struct RenewalPolicy {
 }
 
 impl RenewalPolicy {
-    pub fn from_config(r: &crate::config::Renewal) -> RenewalPolicy {
-        RenewalPolicy {
-            renew_at: r.renew_at.0 / 100.0,
-            jitter: r.jitter.0 / 100.0,
-        }
-    }
-
     /// `u` in [0, 1) picks the point within renewAt +- jitter.
     pub fn deadline_at(
         &self,
@@ -34,7 +27,7 @@ impl RenewalPolicy {
     }
 
     /// The deadline of a certificate, with its jitter derived from its serial.
-    pub fn deadline(&self, cert: &crate::pki::CertInfo) -> OffsetDateTime {
+    pub fn deadline(&self, cert: &super::CertInfo) -> OffsetDateTime {
         self.deadline_at(
             cert.not_before,
             cert.not_after,

@@ -18,8 +18,6 @@ use crate::config::{CaRef, Config};
 use crate::paths::NodeRoot;
 use crate::pki::issue::Ca;
 use crate::pki::parse_material;
-use crate::rotation::plan::Reason;
-use crate::rotation::{Action, Outcome};
 use crate::store::{FileSpec, Store};
 
 /// How long a CRL is valid; it is re-signed when half of that has passed.
@@ -57,12 +55,20 @@ fn read_existing(
     Some((serials, crl.last_update().to_datetime(), number))
 }
 
+/// A managed certificate that was replaced because a revocation matched it: its old
+/// serial goes into its CA's list.
+#[derive(Debug, Clone)]
+pub struct Replaced {
+    pub name: String,
+    pub serial: String,
+}
+
 /// Write or refresh the CRL of every local CA that has revoked serials.
 pub fn update(
     root: &NodeRoot,
     config: &Config,
     revs: &[Entry],
-    outcomes: &[Outcome],
+    replaced: &[Replaced],
     now: OffsetDateTime,
     progress: &(dyn Fn(&str) + Sync),
 ) {
@@ -95,13 +101,10 @@ pub fn update(
         for s in &serial_entries {
             serials.entry((*s).clone()).or_insert(now);
         }
-        for o in outcomes.iter().filter(|o| names.contains(&o.name)) {
-            if let (Action::Rotated(Reason::Revoked(_)), Some((serial, _))) = (&o.action, &o.before)
-            {
-                serials
-                    .entry(crate::revocation::normalize_serial(serial).unwrap_or_default())
-                    .or_insert(now);
-            }
+        for r in replaced.iter().filter(|r| names.contains(&r.name)) {
+            serials
+                .entry(crate::revocation::normalize_serial(&r.serial).unwrap_or_default())
+                .or_insert(now);
         }
         if serials.is_empty() {
             continue;

@@ -60,10 +60,7 @@ impl Entry {
             Rule::Ip(i) => format!("IP {i}"),
         };
         match self.not_before {
-            Some(nb) => format!(
-                "{what} issued before {}",
-                crate::rotation::plan::rfc3339(nb)
-            ),
+            Some(nb) => format!("{what} issued before {}", crate::pki::rfc3339(nb)),
             None => what,
         }
     }

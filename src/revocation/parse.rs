@@ -25,10 +25,7 @@ pub fn parse_documents(source: &str, text: &str) -> Loaded {
         Ok(docs) => parse_values(source, &docs),
         Err(e) => Loaded {
             entries: vec![],
-            errors: vec![format!(
-                "{source}: {}",
-                crate::config::render_yaml_error(&e)
-            )],
+            errors: vec![format!("{source}: {}", crate::yaml::render_error(&e))],
         },
     }
 }

@@ -1,10 +1,15 @@
 //! Whether a managed certificate should be renewed now: a pure function of what is on disk,
 //! what was asked, the renewal policy and `now`.
 
-use time::OffsetDateTime;
+use time::{Duration, OffsetDateTime};
 
+use crate::config::SubjectSpec;
+use crate::pki::issue::{LeafSpec, Usage};
 use crate::pki::policy::RenewalPolicy;
 use crate::pki::CertInfo;
+
+/// Kept here too: RFC 3339 to the second, for people and logs (it lives in `pki`).
+pub use crate::pki::rfc3339;
 
 /// What is on disk for a managed certificate.
 #[derive(Debug, Clone)]
@@ -82,11 +87,51 @@ pub fn decide(
     }
 }
 
-/// RFC 3339 to the second, for people and logs.
-pub fn rfc3339(t: OffsetDateTime) -> String {
-    let t = t.replace_nanosecond(0).unwrap_or(t);
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| t.to_string())
+/// The leaf to issue: the config's subject, SANs and usages, each falling back to what the
+/// current certificate says (what `kubeadm certs renew` keeps).
+pub fn leaf_spec(
+    subject: Option<&SubjectSpec>,
+    dns: Option<&Vec<String>>,
+    ips: Option<&Vec<std::net::IpAddr>>,
+    usages: Option<&Vec<Usage>>,
+    validity: std::time::Duration,
+    template: Option<&CertInfo>,
+) -> Result<LeafSpec, String> {
+    let validity = Duration::try_from(validity).map_err(|e| e.to_string())?;
+    let mut spec = match template {
+        Some(c) => LeafSpec::from_existing(c, validity),
+        None => LeafSpec {
+            common_name: String::new(),
+            organizations: vec![],
+            dns_names: vec![],
+            ip_addresses: vec![],
+            usages: vec![],
+            validity,
+            not_before_floor: None,
+        },
+    };
+    if let Some(s) = subject {
+        if let Some(cn) = &s.common_name {
+            spec.common_name = cn.clone();
+            spec.organizations = s.organizations.clone();
+        }
+    }
+    if let Some(d) = dns {
+        spec.dns_names = d.clone();
+    }
+    if let Some(i) = ips {
+        spec.ip_addresses = i.clone();
+    }
+    if let Some(u) = usages {
+        spec.usages = u.clone();
+    }
+    if spec.common_name.is_empty() {
+        return Err(
+            "no current certificate to take the subject from: set subject.commonName in the config"
+                .into(),
+        );
+    }
+    Ok(spec)
 }
 
 #[cfg(test)]

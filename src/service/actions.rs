@@ -112,7 +112,8 @@ pub fn validate_config(config: &Config) -> Result<(), String> {
                 .iter()
                 .map(|k| (k.name.as_str(), &k.on_rotate)),
         )
-        .chain(config.kubelet.iter().map(|k| ("kubelet", &k.on_rotate)));
+        .chain(config.kubelet.iter().map(|k| ("kubelet", &k.on_rotate)))
+        .chain(config.cas.iter().map(|c| (c.name.as_str(), &c.on_rotate)));
     for (name, actions) in all {
         for a in actions {
             validate(a).map_err(|e| format!("{name}: onRotate: {e}"))?;

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod daemon;
+pub mod metrics;
 pub mod openssl;
 
 use std::path::{Path, PathBuf};

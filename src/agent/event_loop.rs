@@ -1,0 +1,174 @@
+//! The daemon's event loop: one `select!` over signals, inotify, the control socket, the
+//! watchdog tick and the next wake-up.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+
+use super::schedule::{self, Gate};
+use super::socket::serve_connection;
+use super::{watch_dirs, Agent, ControlMsg};
+use crate::exit::{ExitCode, Fatal};
+use crate::rotation::{self, plan::rfc3339};
+use crate::service::control;
+use crate::service::notify as sd;
+
+/// Await `f`, sending WATCHDOG=1 meanwhile: a long rotation (a CSR waiting for approval)
+/// is the loop at work, not a stall.
+async fn pinging<F: Future>(watchdog: Option<Duration>, f: F) -> F::Output {
+    let Some(every) = watchdog else {
+        return f.await;
+    };
+    tokio::pin!(f);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            out = &mut f => return out,
+            _ = tick.tick() => sd::watchdog(),
+        }
+    }
+}
+
+impl Agent {
+    pub(super) async fn main(&mut self) -> Result<ExitCode, Fatal> {
+        let mut term = signal(SignalKind::terminate()).map_err(Fatal::failure)?;
+        let mut int = signal(SignalKind::interrupt()).map_err(Fatal::failure)?;
+        let mut hup = signal(SignalKind::hangup()).map_err(Fatal::failure)?;
+        let listener = control::bind(&self.root).map_err(|e| Fatal::failure(anyhow::anyhow!(e)))?;
+        let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel::<ControlMsg>();
+
+        // inotify (notify's RecommendedWatcher: a thread blocked in read(2), no polling);
+        // bursts are gathered here with a tokio timer, not with notify-debouncer-full,
+        // whose thread wakes every tick forever.
+        let (fs_tx, mut fs_rx) = mpsc::unbounded_channel::<Vec<PathBuf>>();
+        let mut watcher =
+            ::notify::recommended_watcher(move |res: ::notify::Result<::notify::Event>| {
+                match res {
+                    // Opening and reading (ours: every rescan reads every file) change nothing.
+                    Ok(e) if matches!(e.kind, ::notify::EventKind::Access(_)) => {}
+                    Ok(e) => {
+                        let _ = fs_tx.send(e.paths);
+                    }
+                    // An overflowed queue or a watch error: rescan everything.
+                    Err(_) => {
+                        let _ = fs_tx.send(vec![]);
+                    }
+                }
+            })
+            .map_err(|e| Fatal::failure(anyhow::anyhow!("inotify: {e}")))?;
+        let mut watched: Vec<PathBuf> = vec![];
+        self.add_watches(&mut watcher, &mut watched);
+        // Before the first reconcile, which may wait on a CSR: that wait is worth seeing.
+        crate::metrics::serve::start(&self.metrics, &self.root, &self.config).await;
+
+        // Reconcile, then READY=1.
+        sd::status("reconciling");
+        pinging(self.watchdog, self.cycle(&[], false, "start-up")).await;
+        let status = self.status_line();
+        tracing::info!("ready: {status}");
+        sd::ready(&status);
+
+        let mut hup_gate = Gate::hup();
+        let mut fs_gate = Gate::fs();
+        let mut fs_paths: Vec<PathBuf> = vec![];
+        let mut wd_tick = self.watchdog.map(|every| {
+            let mut t = tokio::time::interval(every);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        });
+        loop {
+            #[cfg(feature = "failpoints")]
+            if crate::store::failpoint::action(super::STALL_POINT).as_deref() == Some("stall") {
+                tracing::warn!("failpoint {}: stalling the main loop", super::STALL_POINT);
+                loop {
+                    std::thread::sleep(Duration::from_secs(3600));
+                }
+            }
+            let now = OffsetDateTime::now_utc();
+            let (at, why) = self.next_wake();
+            let nap = schedule::sleep_for(now, at);
+            let hup_at = hup_gate.fire_at();
+            let fs_at = fs_gate.fire_at();
+            let far = tokio::time::Instant::now() + Duration::from_secs(86400);
+            tokio::select! {
+                biased;
+                _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
+                _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
+                _ = async { wd_tick.as_mut().unwrap().tick().await }, if wd_tick.is_some() => {
+                    sd::watchdog();
+                }
+                _ = hup.recv() => hup_gate.signal(tokio::time::Instant::now()),
+                _ = tokio::time::sleep_until(hup_at.unwrap_or(far)), if hup_at.is_some() => {
+                    hup_gate.take();
+                    sd::reloading("SIGHUP: rotating every certificate");
+                    tracing::info!("SIGHUP: forced rotation of every certificate");
+                    let all = rotation::managed_names(&self.config);
+                    pinging(self.watchdog, self.cycle(&all, true, "SIGHUP")).await;
+                    sd::ready(&self.status_line());
+                }
+                Some(paths) = fs_rx.recv() => {
+                    fs_paths.extend(paths);
+                    fs_gate.signal(tokio::time::Instant::now());
+                }
+                _ = tokio::time::sleep_until(fs_at.unwrap_or(far)), if fs_at.is_some() => {
+                    fs_gate.take();
+                    let paths = std::mem::take(&mut fs_paths);
+                    pinging(self.watchdog, self.on_fs_events(paths)).await;
+                    self.add_watches(&mut watcher, &mut watched);
+                }
+                Ok((stream, _)) = listener.accept() => {
+                    let tx = ctl_tx.clone();
+                    tokio::spawn(serve_connection(stream, tx));
+                }
+                Some((req, reply)) = ctl_rx.recv() => {
+                    let r = pinging(self.watchdog, self.on_control(req)).await;
+                    let _ = reply.send(r);
+                }
+                _ = tokio::time::sleep(nap) => {
+                    let now = OffsetDateTime::now_utc();
+                    tracing::debug!("woke for {why:?} (due {})", rfc3339(at));
+                    if now >= at {
+                        match why {
+                            schedule::WakeFor::Actions => {
+                                pinging(self.watchdog, self.retry_actions()).await;
+                            }
+                            schedule::WakeFor::Resync => {
+                                self.resync_at = now + schedule::RESYNC;
+                                pinging(self.watchdog, self.cycle(&[], false, "resync")).await;
+                            }
+                            schedule::WakeFor::Deadline(_) | schedule::WakeFor::Retry(_) => {
+                                pinging(self.watchdog, self.cycle(&[], false, "deadline")).await;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        sd::stopping();
+        self.save_state();
+        let _ = std::fs::remove_file(control::socket_path(&self.root));
+        Ok(ExitCode::Ok)
+    }
+
+    pub(super) fn add_watches(
+        &self,
+        watcher: &mut ::notify::RecommendedWatcher,
+        watched: &mut Vec<PathBuf>,
+    ) {
+        use ::notify::Watcher;
+        for d in watch_dirs(&self.root, &self.config, &self.config_file) {
+            if watched.contains(&d) || !d.is_dir() {
+                continue;
+            }
+            match watcher.watch(&d, ::notify::RecursiveMode::NonRecursive) {
+                Ok(()) => watched.push(d),
+                Err(e) => tracing::warn!("cannot watch {}: {e}", d.display()),
+            }
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! `kube-cert-agent run`: the daemon loop.
+//!
+//! Start-up: load and validate the config (a config error exits 3, which the unit's
+//! `RestartPreventExitStatus=3` does not restart), reconcile (rotate what is due, missing,
+//! broken or a dangling `-current` link), then READY=1 with a STATUS= line.
+//!
+//! Then one `select!` on: SIGTERM/SIGINT, SIGHUP (gathered: forced rotation of everything,
+//! RELOADING=1 ... READY=1), inotify events (gathered: rescan and compare with what the
+//! agent last wrote; repair or re-schedule what someone else changed), the control socket,
+//! the watchdog tick, and one sleep toward the earliest of the deadlines, retries and the
+//! hourly safety resync. Sleeps are capped at [`schedule::MAX_SLEEP`] and the wall clock is
+//! re-read on every wake (see `schedule`). A rotation in progress is awaited inside a
+//! branch, so a SIGTERM waits for it to finish: a swap is never cut in half. The watchdog is
+//! pinged from this same loop (also while a rotation runs), so a stalled loop stops the
+//! pings and systemd kills it.
+//!
+//! Layout: `event_loop` (the `select!`), `scan` (read-only rescans), `execute` (rotation
+//! cycles and dependents' actions), `socket` (the control socket), `schedule` (pure timing).
+
+mod event_loop;
+mod execute;
+mod scan;
+pub mod schedule;
+mod socket;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tokio::sync::oneshot;
+
+use crate::config::{self, Action, Config};
+use crate::exit::{ExitCode, Fatal};
+use crate::paths::NodeRoot;
+use crate::rotation::{self, plan::rfc3339, Outcome};
+use crate::service::notify as sd;
+use crate::service::{actions, control, state};
+
+/// Test-only failpoint (feature `failpoints`, env `KCA_FAILPOINTS=agent::stall-main-loop=stall`):
+/// the main loop blocks forever, as a deadlock would; the watchdog must notice.
+pub const STALL_POINT: &str = "agent::stall-main-loop";
+
+/// The daemon's view of one managed certificate.
+#[derive(Debug, Clone)]
+struct Cert {
+    name: String,
+    path: PathBuf,
+    actions: Vec<Action>,
+    result: String,
+    error: Option<String>,
+    serial: Option<String>,
+    not_after: Option<OffsetDateTime>,
+    next: Option<OffsetDateTime>,
+    last_rotated: Option<OffsetDateTime>,
+    failures: u32,
+    retry_at: Option<OffsetDateTime>,
+}
+
+#[derive(Debug, Clone)]
+struct Pending {
+    action: Action,
+    certs: Vec<String>,
+    error: String,
+    attempts: u32,
+    retry_at: OffsetDateTime,
+}
+
+type ControlMsg = (control::Request, oneshot::Sender<control::Reply>);
+
+struct Agent {
+    root: NodeRoot,
+    config: Config,
+    config_file: PathBuf,
+    certs: Vec<Cert>,
+    pending: Vec<Pending>,
+    runner: actions::Runner,
+    /// Per certificate, what the agent last saw on disk (serial, or `absent`): an event
+    /// whose rescan gives the same is the agent's own write.
+    seen: HashMap<String, String>,
+    resync_at: OffsetDateTime,
+    watchdog: Option<Duration>,
+    metrics: crate::metrics::Hub,
+}
+
+/// `kube-cert-agent run`.
+pub fn run(root: NodeRoot, config_path: Option<&Path>) -> Result<ExitCode, Fatal> {
+    let sink = crate::service::logging::init();
+    let config = config::load(config_path, &root).map_err(Fatal::config)?;
+    actions::validate_config(&config).map_err(|e| Fatal::config(anyhow::anyhow!(e)))?;
+    if rotation::managed_names(&config).is_empty() {
+        return Err(Fatal::config(anyhow::anyhow!(
+            "the config declares no certificates, kubeconfigs or kubelet section: nothing to keep valid"
+        )));
+    }
+    let config_file = config_path
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| root.host_path(Path::new(config::DEFAULT_CONFIG_PATH)));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Fatal::failure)?;
+    tracing::info!(
+        "kube-cert-agent {} starting (root {}, logging to {sink:?})",
+        env!("CARGO_PKG_VERSION"),
+        root.root().display()
+    );
+    runtime.block_on(async move {
+        let mut agent = Agent::new(root, config, config_file);
+        agent.main().await
+    })
+}
+
+fn fingerprint(o: &Outcome) -> String {
+    match (&o.after, &o.before) {
+        (Some((s, _)), _) | (None, Some((s, _))) => s.clone(),
+        _ => "absent".to_string(),
+    }
+}
+
+/// Run the onRotate actions of what `outcomes` rotated, each once (coalesced), without
+/// retries: for `rotate` and `repair` run from the command line with no daemon. Returns
+/// one line per action and whether all succeeded.
+pub async fn run_actions_once(
+    root: &NodeRoot,
+    config: &Config,
+    outcomes: &[Outcome],
+) -> (Vec<String>, bool) {
+    let rotated: Vec<(String, Vec<Action>)> = outcomes
+        .iter()
+        .filter(|o| matches!(o.action, rotation::Action::Rotated(_)))
+        .map(|o| (o.name.clone(), actions_of(config, &o.name)))
+        .collect();
+    let plan = schedule::coalesce(rotated.iter().map(|(n, a)| (n.as_str(), a.as_slice())));
+    let mut runner = actions::Runner::default();
+    let (mut lines, mut ok) = (Vec::new(), true);
+    for (action, certs) in plan {
+        let names = certs.join(", ");
+        match runner.run(root, &action, &certs).await {
+            Ok(msg) => lines.push(format!("{msg} (after rotating {names})")),
+            Err(e) => {
+                ok = false;
+                lines.push(format!(
+                    "{} (after rotating {names}) FAILED: {e}",
+                    actions::describe(&action)
+                ));
+            }
+        }
+    }
+    (lines, ok)
+}
+
+fn actions_of(config: &Config, name: &str) -> Vec<Action> {
+    if let Some(c) = config.certificates.iter().find(|c| c.name == name) {
+        return c.on_rotate.clone();
+    }
+    if let Some(k) = config.kubeconfigs.iter().find(|k| k.name == name) {
+        return k.on_rotate.clone();
+    }
+    match &config.kubelet {
+        Some(k) if name.starts_with("kubelet-") => k.on_rotate.clone(),
+        _ => vec![],
+    }
+}
+
+fn watch_dirs(root: &NodeRoot, config: &Config, config_file: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = config
+        .managed_directories()
+        .iter()
+        .map(|d| root.host_path(d))
+        .collect();
+    for c in &config.certificates {
+        for p in [&c.cert, &c.key] {
+            if let Some(d) = p.parent() {
+                dirs.push(root.host_path(d));
+            }
+        }
+    }
+    for k in &config.kubeconfigs {
+        if let Some(d) = k.path.parent() {
+            dirs.push(root.host_path(d));
+        }
+    }
+    dirs.push(root.host_path(&config.revocation.directory));
+    if let Some(d) = config_file.parent() {
+        dirs.push(d.to_path_buf());
+    }
+    dirs.sort();
+    dirs.dedup();
+    dirs
+}
+
+impl Agent {
+    fn new(root: NodeRoot, config: Config, config_file: PathBuf) -> Agent {
+        let mut a = Agent {
+            root,
+            config,
+            config_file,
+            certs: vec![],
+            pending: vec![],
+            runner: actions::Runner::default(),
+            seen: HashMap::new(),
+            resync_at: OffsetDateTime::now_utc() + schedule::RESYNC,
+            watchdog: sd::watchdog_interval(),
+            metrics: crate::metrics::Hub::default(),
+        };
+        a.sync_names();
+        a
+    }
+
+    /// The certificate list follows the config (after a reload too).
+    fn sync_names(&mut self) {
+        self.metrics.set_config(&self.config);
+        let names = rotation::managed_names(&self.config);
+        let old = std::mem::take(&mut self.certs);
+        for n in names {
+            let mut c = old.iter().find(|c| c.name == n).cloned().unwrap_or(Cert {
+                name: n.clone(),
+                path: PathBuf::new(),
+                actions: vec![],
+                result: "unknown".into(),
+                error: None,
+                serial: None,
+                not_after: None,
+                next: None,
+                last_rotated: None,
+                failures: 0,
+                retry_at: None,
+            });
+            c.actions = actions_of(&self.config, &n);
+            self.certs.push(c);
+        }
+    }
+
+    fn cert_mut(&mut self, name: &str) -> Option<&mut Cert> {
+        self.certs.iter_mut().find(|c| c.name == name)
+    }
+
+    fn next_wake(&self) -> (OffsetDateTime, schedule::WakeFor) {
+        let deadlines: Vec<(String, OffsetDateTime)> = self
+            .certs
+            .iter()
+            .filter_map(|c| c.next.map(|n| (c.name.clone(), n)))
+            .collect();
+        let retries: Vec<(String, OffsetDateTime)> = self
+            .certs
+            .iter()
+            .filter_map(|c| c.retry_at.map(|n| (c.name.clone(), n)))
+            .collect();
+        let actions = self.pending.iter().map(|p| p.retry_at).min();
+        schedule::next_wake(&deadlines, &retries, actions, self.resync_at)
+    }
+
+    fn status_line(&self) -> String {
+        let next = self
+            .certs
+            .iter()
+            .filter_map(|c| c.next.map(|n| (c.name.as_str(), n)))
+            .min_by_key(|(_, n)| *n);
+        let failing: Vec<String> = self
+            .certs
+            .iter()
+            .filter(|c| c.failures > 0)
+            .map(|c| c.name.clone())
+            .collect();
+        schedule::status_line(self.certs.len(), next, &failing, OffsetDateTime::now_utc())
+    }
+
+    fn save_state(&self) {
+        let s = state::State {
+            pid: std::process::id(),
+            updated: rfc3339(OffsetDateTime::now_utc()),
+            certificates: self
+                .certs
+                .iter()
+                .map(|c| state::CertState {
+                    name: c.name.clone(),
+                    path: c.path.display().to_string(),
+                    last_result: c.result.clone(),
+                    error: c.error.clone(),
+                    serial: c.serial.clone(),
+                    not_after: c.not_after.map(rfc3339),
+                    next_deadline: c.next.map(rfc3339),
+                    last_rotated: c.last_rotated.map(rfc3339),
+                    retry_at: c.retry_at.map(rfc3339),
+                })
+                .collect(),
+            pending_actions: self
+                .pending
+                .iter()
+                .map(|p| state::PendingAction {
+                    action: actions::describe(&p.action),
+                    certificates: p.certs.clone(),
+                    error: p.error.clone(),
+                    attempts: p.attempts,
+                    retry_at: rfc3339(p.retry_at),
+                })
+                .collect(),
+        };
+        if let Err(e) = state::write(&self.root, &s) {
+            tracing::error!(ERROR = %e, "cannot save state: {e}");
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! Serving the hub: HTTP on `metrics.listen` (`GET /metrics`) and the node_exporter
+//! textfile `metrics.textfile`, rewritten atomically.
+//!
+//! Neither ever holds up the daemon: the inventory is read and the text encoded on a
+//! blocking thread, connections are capped and time out, and the hub's lock is held only to
+//! copy a snapshot. The inventory is re-read when the daemon says files changed, or when it
+//! is older than [`INVENTORY_MAX_AGE`] (files in a directory no one watches).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Method, Request, Response, StatusCode};
+use time::OffsetDateTime;
+
+use super::{families, Hub};
+use crate::inventory::{self, Entry};
+use crate::paths::NodeRoot;
+use crate::store::{FileSpec, Store};
+
+/// How old a cached inventory may get before a scrape re-reads it.
+pub const INVENTORY_MAX_AGE: Duration = Duration::from_secs(60);
+/// How often the textfile is rewritten besides after each change (expiry flags and TTLs move
+/// with time).
+pub const TEXTFILE_EVERY: Duration = Duration::from_secs(60);
+/// Connections served at once; more wait for a slot.
+const MAX_CONNECTIONS: usize = 16;
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug)]
+pub(crate) struct Cached {
+    at: Instant,
+    entries: Arc<Vec<Entry>>,
+}
+
+/// The exposition now: re-reads the inventory if needed. Blocking (file reads): call it on a
+/// blocking thread.
+pub fn render(hub: &Hub, root: &NodeRoot) -> String {
+    let entries = inventory_of(hub, root);
+    families::encode(hub.snapshot(entries), OffsetDateTime::now_utc())
+}
+
+fn inventory_of(hub: &Hub, root: &NodeRoot) -> Arc<Vec<Entry>> {
+    // Held while reading, so that concurrent scrapes share one read.
+    let mut cache = hub.cache.lock().unwrap_or_else(|p| p.into_inner());
+    let dirty = hub.take_dirty();
+    if let Some(c) = cache.as_ref() {
+        if !dirty && c.at.elapsed() < INVENTORY_MAX_AGE {
+            return c.entries.clone();
+        }
+    }
+    let entries = match hub.config() {
+        Some(config) => Arc::new(inventory::collect(
+            root,
+            &inventory::default_targets(root, &config),
+        )),
+        None => Arc::default(),
+    };
+    *cache = Some(Cached {
+        at: Instant::now(),
+        entries: entries.clone(),
+    });
+    entries
+}
+
+/// Bind `addr` (an error names the address) and serve `/metrics` from a task.
+pub async fn listen(addr: SocketAddr, hub: Hub, root: NodeRoot) -> Result<SocketAddr, String> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("metrics.listen {addr}: {e}"))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| format!("metrics.listen {addr}: {e}"))?;
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    tokio::spawn(async move {
+        loop {
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let (stream, _) = match listener.accept().await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("metrics: accept: {e}");
+                    continue;
+                }
+            };
+            let (hub, root) = (hub.clone(), root.clone());
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |req| handle(req, hub.clone(), root.clone()));
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                let _ = conn.await;
+                drop(permit);
+            });
+        }
+    });
+    Ok(bound)
+}
+
+async fn handle<B>(
+    req: Request<B>,
+    hub: Hub,
+    root: NodeRoot,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let text = |status: StatusCode, body: String| {
+        let mut r = Response::new(Full::new(Bytes::from(body)));
+        *r.status_mut() = status;
+        r.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        r
+    };
+    if req.uri().path() != "/metrics" {
+        return Ok(text(
+            StatusCode::NOT_FOUND,
+            "kube-cert-agent: the metrics are at /metrics\n".into(),
+        ));
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return Ok(text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "GET /metrics\n".into(),
+        ));
+    }
+    let body = match tokio::task::spawn_blocking(move || render(&hub, &root)).await {
+        Ok(b) => b,
+        Err(e) => return Ok(text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n"))),
+    };
+    let mut r = text(StatusCode::OK, body);
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(families::CONTENT_TYPE),
+    );
+    Ok(r)
+}
+
+/// Rewrite `path` (a node path) after every change the hub hears of and every
+/// [`TEXTFILE_EVERY`], from a task.
+pub fn textfile(path: PathBuf, hub: Hub, root: NodeRoot) {
+    tokio::spawn(async move {
+        loop {
+            let (h, r, p) = (hub.clone(), root.clone(), path.clone());
+            let written = tokio::task::spawn_blocking(move || write_textfile(&h, &r, &p)).await;
+            match written {
+                Ok(Err(e)) => tracing::error!(ERROR = %e, "metrics.textfile: {e}"),
+                Err(e) => tracing::error!("metrics.textfile: {e}"),
+                Ok(Ok(())) => {}
+            }
+            tokio::select! {
+                _ = hub.changed.notified() => {}
+                _ = tokio::time::sleep(TEXTFILE_EVERY) => {}
+            }
+        }
+    });
+}
+
+/// Temp file, fsync, rename, fsync of the directory: node_exporter never reads half a file.
+pub fn write_textfile(hub: &Hub, root: &NodeRoot, path: &std::path::Path) -> Result<(), String> {
+    let text = render(hub, root);
+    Store::new(root.clone(), 1)
+        .write_file(
+            path,
+            text.as_bytes(),
+            FileSpec {
+                mode: 0o644,
+                owner: None,
+            },
+        )
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Start what `metrics:` asks for. A port that cannot be bound is logged and the agent goes
+/// on without it: certificates matter more than their metrics.
+pub async fn start(
+    hub: &Hub,
+    root: &NodeRoot,
+    config: &crate::config::Config,
+) -> Option<SocketAddr> {
+    if let Some(p) = &config.metrics.textfile {
+        textfile(p.clone(), hub.clone(), root.clone());
+    }
+    let addr = match config.metrics.listen_addr() {
+        Ok(Some(a)) => a,
+        _ => return None,
+    };
+    match listen(addr, hub.clone(), root.clone()).await {
+        Ok(bound) => {
+            tracing::info!("metrics: serving http://{bound}/metrics");
+            Some(bound)
+        }
+        Err(e) => {
+            tracing::error!(ERROR = %e, ACTION = "metrics-failed", "{e}; going on without the metrics endpoint");
+            None
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! Executing a local-CA renewal: issue, check, install atomically. The only writer.
+
+use time::OffsetDateTime;
+
+use super::plan::{leaf_spec, rfc3339, Current, Reason};
+use super::revoked::{blocked_by, floor_for, future_identity, reason_to_rotate};
+use super::scan::{current_kubeconfig_cert, current_pair, read};
+use super::{outcome, Action, Outcome, Request, CA_WARN_WITHIN};
+use crate::config::{CaRef, CertificateSpec, KubeconfigSpec};
+use crate::kube::kubeconfig;
+use crate::paths::NodeRoot;
+use crate::pki::issue::{self, Ca, LeafSpec, Usage};
+use crate::pki::keygen;
+use crate::pki::policy::RenewalPolicy;
+use crate::revocation::Entry;
+use crate::store::{FileSpec, Store};
+
+/// Where a local-CA renewal stands after [`issue_checked`].
+pub(super) enum Step {
+    /// Nothing issued: blocked by a revocation, or a dry run.
+    Stop(Action),
+    Issued(Box<issue::Issued>, rcgen::KeyPair),
+}
+
+/// What every local-CA renewal does between deciding and installing: start after any
+/// revocation written "as of now", refuse a replacement the same revocation would revoke,
+/// stop for a dry run, then make (or keep) the key and issue.
+pub(super) fn issue_checked(
+    ca: &Ca,
+    mut leaf: LeafSpec,
+    revs: &[Entry],
+    reason: &Reason,
+    req: Request,
+    key: impl FnOnce() -> Result<rcgen::KeyPair, String>,
+) -> Result<Step, String> {
+    floor_for(revs, &mut leaf, req.now);
+    if let Some(blocked) = blocked_by(revs, &future_identity(&leaf, req.now), req.now) {
+        return Ok(Step::Stop(blocked));
+    }
+    if req.dry_run {
+        return Ok(Step::Stop(Action::WouldRotate(reason.clone())));
+    }
+    let key = key()?;
+    let issued = issue::issue(ca, &leaf, &key, req.now)?;
+    Ok(Step::Issued(Box::new(issued), key))
+}
+
+pub(super) fn load_ca(root: &NodeRoot, ca: &CaRef, now: OffsetDateTime) -> Result<Ca, String> {
+    let cert = read(root, &ca.cert)?;
+    let key = read(root, &ca.key)?;
+    Ca::load(&cert, &key, now)
+        .map_err(|e| format!("CA {} / {}: {e}", ca.cert.display(), ca.key.display()))
+}
+
+pub(super) fn ca_warnings(ca: &Ca, issued: &issue::Issued, now: OffsetDateTime) -> Vec<String> {
+    let mut w = Vec::new();
+    if issued.capped_by_ca {
+        w.push(format!(
+            "CA {} expires at {}, before the requested validity would end: the certificate was cut short",
+            ca.cert.subject,
+            rfc3339(ca.cert.not_after)
+        ));
+    } else if ca.cert.not_after - now < CA_WARN_WITHIN {
+        w.push(format!(
+            "CA {} expires at {} (within a year); CAs are never rotated automatically: plan its replacement",
+            ca.cert.subject,
+            rfc3339(ca.cert.not_after)
+        ));
+    }
+    w
+}
+
+/// A `certificates:` entry: issue from the CA, install as a pair.
+pub fn rotate_certificate(
+    root: &NodeRoot,
+    store: &Store,
+    policy: &RenewalPolicy,
+    spec: &CertificateSpec,
+    req: Request,
+    revs: &[Entry],
+) -> Outcome {
+    let (current, current_key, template) = current_pair(root, &spec.cert, &spec.key);
+    let mut out = outcome(
+        &spec.name,
+        &spec.cert,
+        &current,
+        Action::Failed(String::new()),
+    );
+    let reason = match reason_to_rotate(&current, revs, policy, req) {
+        Ok(r) => r,
+        Err(action) => return Outcome { action, ..out },
+    };
+    let result = (|| -> Result<Outcome, String> {
+        let ca = load_ca(root, &spec.ca, req.now)?;
+        let leaf = leaf_spec(
+            spec.subject.as_ref(),
+            spec.dns_names.as_ref(),
+            spec.ip_addresses.as_ref(),
+            spec.usages.as_ref(),
+            spec.validity.0,
+            template.as_ref(),
+        )?;
+        let key = || match current_key {
+            Some(k) if spec.reuse_key => Ok(k),
+            _ => keygen::generate(spec.key_type),
+        };
+        let (issued, key) = match issue_checked(&ca, leaf, revs, &reason, req, key)? {
+            Step::Issued(issued, key) => (issued, key),
+            Step::Stop(action) => {
+                return Ok(Outcome {
+                    action,
+                    ..out.clone()
+                })
+            }
+        };
+        let key_pem = key.serialize_pem();
+        let installed = store
+            .install_pair(
+                &spec.cert,
+                &spec.key,
+                issued.cert_pem.as_bytes(),
+                key_pem.as_bytes(),
+                req.now,
+            )
+            .map_err(|e| e.to_string())?;
+        let mut warnings = ca_warnings(&ca, &issued, req.now);
+        if let Some(e) = installed.prune_error {
+            warnings.push(format!("old versions not pruned: {e}"));
+        }
+        Ok(Outcome {
+            action: Action::Rotated(reason.clone()),
+            after: Some((issued.info.serial.clone(), issued.info.not_after)),
+            warnings,
+            ..out.clone()
+        })
+    })();
+    match result {
+        Ok(o) => o,
+        Err(e) => {
+            out.action = Action::Failed(e);
+            out
+        }
+    }
+}
+
+/// A `kubeconfigs:` entry: issue a client certificate and rewrite the file atomically.
+pub fn rotate_kubeconfig(
+    root: &NodeRoot,
+    store: &Store,
+    policy: &RenewalPolicy,
+    spec: &KubeconfigSpec,
+    req: Request,
+    revs: &[Entry],
+) -> Outcome {
+    let text = match read(root, &spec.path) {
+        Ok(t) => t,
+        Err(e) => {
+            let mut o = outcome(
+                &spec.name,
+                &spec.path,
+                &Current::Missing,
+                Action::Failed(String::new()),
+            );
+            o.action = Action::Failed(format!(
+                "{e} (the agent renews the client certificate of an existing kubeconfig; it does not create one)"
+            ));
+            return o;
+        }
+    };
+    let current = current_kubeconfig_cert(root, &spec.path, &text);
+    let mut out = outcome(
+        &spec.name,
+        &spec.path,
+        &current,
+        Action::Failed(String::new()),
+    );
+    let reason = match reason_to_rotate(&current, revs, policy, req) {
+        Ok(r) => r,
+        Err(action) => return Outcome { action, ..out },
+    };
+    let result = (|| -> Result<Outcome, String> {
+        let ca = load_ca(root, &spec.ca, req.now)?;
+        let leaf = leaf_spec(
+            spec.subject.as_ref(),
+            Some(&vec![]),
+            Some(&vec![]),
+            Some(&vec![Usage::ClientAuth]),
+            spec.validity.0,
+            match &current {
+                Current::Present(c) => Some(&**c),
+                _ => None,
+            },
+        )?;
+        let key = || keygen::generate(spec.key_type);
+        let (issued, key) = match issue_checked(&ca, leaf, revs, &reason, req, key)? {
+            Step::Issued(issued, key) => (issued, key),
+            Step::Stop(action) => {
+                return Ok(Outcome {
+                    action,
+                    ..out.clone()
+                })
+            }
+        };
+        let text = std::str::from_utf8(&text)
+            .map_err(|_| format!("{}: not UTF-8", spec.path.display()))?;
+        let (new_text, _user) = kubeconfig::replace_client_credentials(
+            text,
+            issued.cert_pem.as_bytes(),
+            key.serialize_pem().as_bytes(),
+        )
+        .map_err(|e| format!("{}: {e}", spec.path.display()))?;
+        // A kubeconfig with an embedded key is a key: 0600 when new; an existing file keeps
+        // its mode and owner.
+        store
+            .write_file(&spec.path, new_text.as_bytes(), FileSpec::KEY)
+            .map_err(|e| e.to_string())?;
+        Ok(Outcome {
+            action: Action::Rotated(reason.clone()),
+            after: Some((issued.info.serial.clone(), issued.info.not_after)),
+            warnings: ca_warnings(&ca, &issued, req.now),
+            ..out.clone()
+        })
+    })();
+    match result {
+        Ok(o) => o,
+        Err(e) => {
+            out.action = Action::Failed(e);
+            out
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! Executing a kubelet certificate's renewal: bootstrap or renew through a CSR.
+
+use time::Duration;
+
+use super::plan::Current;
+use super::revoked::{blocked_by, future_identity, reason_to_rotate};
+use super::{outcome, Action, Outcome, Request};
+use crate::kubelet::{Node, Progress};
+use crate::pki::csr::KubeletCert;
+use crate::pki::issue::LeafSpec;
+use crate::pki::policy::RenewalPolicy;
+use crate::revocation::Entry;
+
+/// A kubelet certificate: bootstrap or renew through a CSR.
+pub async fn rotate_kubelet(
+    node: &Node<'_>,
+    policy: &RenewalPolicy,
+    kind: KubeletCert,
+    req: Request,
+    revs: &[Entry],
+    progress: Progress<'_>,
+) -> Outcome {
+    let current = match node.current(kind) {
+        Ok(Some(c)) => Current::Present(Box::new(c)),
+        Ok(None) => Current::Missing,
+        Err(e) => Current::Broken(e),
+    };
+    let path = node.current_pem(kind);
+    let mut out = outcome(kind.name(), &path, &current, Action::Failed(String::new()));
+    let reason = match reason_to_rotate(&current, revs, policy, req) {
+        Ok(r) => r,
+        Err(action) => return Outcome { action, ..out },
+    };
+    // What the CSR will ask for: a revocation matching that would match the new one too.
+    let (dns, ips) = match kind {
+        KubeletCert::Client => (vec![], vec![]),
+        KubeletCert::Serving => node.serving_addresses(),
+    };
+    let leaf = LeafSpec {
+        common_name: crate::pki::csr::node_user(&node.node_name),
+        organizations: vec!["system:nodes".into()],
+        dns_names: dns,
+        ip_addresses: ips,
+        usages: vec![],
+        validity: Duration::ZERO,
+        not_before_floor: None,
+    };
+    if let Some(blocked) = blocked_by(revs, &future_identity(&leaf, req.now), req.now) {
+        return Outcome {
+            action: blocked,
+            ..out
+        };
+    }
+    if req.dry_run {
+        return Outcome {
+            action: Action::WouldRotate(reason),
+            ..out
+        };
+    }
+    match crate::kubelet::obtain(node, kind, progress).await {
+        Ok(o) => {
+            out.action = Action::Rotated(reason);
+            out.after = Some((o.cert.serial.clone(), o.cert.not_after));
+            out.detail = Some(format!(
+                "CSR {}, authenticated with the {}, {} API requests",
+                o.csr_name, o.authenticated_with, o.requests
+            ));
+            out
+        }
+        Err(e) => {
+            out.action = Action::Failed(e.to_string());
+            out
+        }
+    }
+}
