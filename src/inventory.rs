@@ -117,8 +117,8 @@ impl Loc {
 enum Found {
     /// A certificate (or lone key) file, and the key file beside it.
     File { file: Loc, sibling_key: Option<Loc> },
-    /// A directory that could not be listed.
-    Problem(Entry),
+    /// A directory that could not be listed, and why.
+    Unlisted { dir: String, reason: String },
 }
 
 /// File extensions that hold certificate material in a pki directory.
@@ -214,7 +214,7 @@ fn read_tree(root: &NodeRoot, dir: &Loc) -> Vec<Entry> {
             read_material_file(root, file, sibling_key.as_ref(), &mut entries);
             entries
         }
-        Found::Problem(e) => vec![e.clone()],
+        Found::Unlisted { dir, reason } => vec![Entry::problem(dir.clone(), None, reason.clone())],
     })
     .into_iter()
     .flatten()
@@ -226,11 +226,10 @@ fn walk_dir(root: &NodeRoot, dir: &Loc, found: &mut Vec<Found>) {
     let listing = match std::fs::read_dir(&host) {
         Ok(l) => l,
         Err(e) => {
-            found.push(Found::Problem(Entry::problem(
-                dir.display(),
-                None,
-                format!("cannot list directory: {e}"),
-            )));
+            found.push(Found::Unlisted {
+                dir: dir.display(),
+                reason: format!("cannot list directory: {e}"),
+            });
             return;
         }
     };
