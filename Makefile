@@ -51,6 +51,8 @@ test: test-deps lint
 	$(CARGO) test --workspace --lib --bins --tests
 	# Crash windows: the store's failpoints between write, fsync, swap and prune.
 	$(CARGO) test --features failpoints --test store_failpoints
+	# CA rotation: a crash before every file a phase writes, then resumed.
+	$(CARGO) test --features failpoints --test rotate_ca_crash
 	# The daemon's stalled-loop failpoint, killed by systemd's watchdog (systemd-sandbox).
 	$(CARGO) test --features failpoints --test daemon_systemd watchdog
 	# The .deb and .rpm: built, linted, installed (the .deb in real systemd).

@@ -62,7 +62,7 @@ fn main() {
     );
     for i in 0..N {
         body.push_str(&format!(
-            "- name: apiserver-{i}\n  ca: {{cert: {PKI}/ca.crt, key: {PKI}/ca.key}}\n  cert: {PKI}/apiserver-{i}.crt\n  key: {PKI}/apiserver-{i}.key\n  subject: {{commonName: apiserver-{i}}}\n  usages: [serverAuth]\n"
+            "- name: apiserver-{i}\n  ca: {{cert: {PKI}/ca.crt, key: {PKI}/ca.key}}\n  cert: {PKI}/apiserver-{i}.crt\n  key: {PKI}/apiserver-{i}.key\n  subject: {{commonName: apiserver-{i}}}\n  dnsNames: [apiserver-{i}]\n  usages: [serverAuth]\n"
         ));
     }
     std::fs::write(node.path("/etc/kube-cert-agent/config.yaml"), body).unwrap();

@@ -3,10 +3,12 @@
 # CA, leaves in every state), and show what the agent sees.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet --workspace --bins
-AGENT=$PWD/target/release/kube-cert-agent
-STANDIN=$PWD/target/release/standin-apiserver
-NODE=$PWD/demo-node
+# CARGO and CARGO_TARGET_DIR as make and cargo take them; DEMO_NODE: where the tree goes.
+${CARGO:-cargo} build --release --quiet --workspace --bins
+TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+AGENT=$TARGET_DIR/release/kube-cert-agent
+STANDIN=$TARGET_DIR/release/standin-apiserver
+NODE=${DEMO_NODE:-$PWD/demo-node}
 rm -rf "$NODE"
 mkdir -p "$NODE"/etc/kubernetes/pki/etcd "$NODE"/var/lib/kubelet/pki "$NODE"/etc/kube-cert-agent
 WORK=$(mktemp -d)

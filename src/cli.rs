@@ -68,6 +68,8 @@ pub enum Command {
         /// A name from the config (`certificates[].name`, `kubelet-client`, `kubelet-serving`).
         name: String,
     },
+    /// Approve kubelet-serving CSRs that can be proven (a cluster controller; see README).
+    Approver(crate::approver::ApproverArgs),
     /// Print the version.
     Version {
         /// Also the crypto library and where keys, signatures and serials get their
@@ -173,6 +175,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Fatal> {
             Ok(ExitCode::Ok)
         }
         Command::Run => crate::agent::run(root, cli.config.as_deref()),
+        Command::Approver(args) => crate::approver::run(args),
         Command::Status { output } => {
             let running = crate::service::control::probe(&root);
             let state = crate::service::state::read(&root)
@@ -379,6 +382,7 @@ fn revocations(root: &NodeRoot, config: &Config, output: Output) -> Result<ExitC
             "id": e.id(),
             "source": e.source,
             "rule": e.describe(),
+            "description": e.description,
             "notBefore": e.not_before.map(crate::pki::rfc3339),
             "matches": matches,
         }));

@@ -55,6 +55,15 @@ pub struct Renewal {
     /// +- this fraction, drawn at random per certificate (kubelet: 70%..90%).
     #[serde(default = "default_jitter")]
     pub jitter: Percent,
+    /// After a failure that retrying cannot fix (a denied CSR, a missing CA key, a config
+    /// problem), the next attempt waits this long unless something changes (SIGHUP,
+    /// `rotate NAME`, a config or file change).
+    #[serde(default = "default_permanent_failure_backoff")]
+    pub permanent_failure_backoff: HumanDuration,
+}
+
+fn default_permanent_failure_backoff() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(3600))
 }
 
 fn default_renew_at() -> Percent {
@@ -72,6 +81,15 @@ impl Renewal {
             jitter: self.jitter.0 / 100.0,
         }
     }
+
+    /// The life-cycle's backoff settings.
+    pub fn backoff(&self) -> crate::lifecycle::Settings {
+        crate::lifecycle::Settings {
+            permanent: time::Duration::try_from(self.permanent_failure_backoff.0)
+                .unwrap_or(time::Duration::hours(1)),
+            ..Default::default()
+        }
+    }
 }
 
 impl Default for Renewal {
@@ -79,6 +97,7 @@ impl Default for Renewal {
         Renewal {
             renew_at: default_renew_at(),
             jitter: default_jitter(),
+            permanent_failure_backoff: default_permanent_failure_backoff(),
         }
     }
 }
@@ -176,9 +195,40 @@ pub struct KubeletServingSpec {
     pub enabled: bool,
     #[serde(default = "default_kubelet_key_type")]
     pub key_type: KeyType,
-    /// Host names and IP addresses for the SANs; empty: detected.
+    /// Host names and IP addresses for the SANs; empty: the Node's status.addresses of
+    /// `addressTypes` (read as the node), or detected while the Node does not exist.
     #[serde(default)]
     pub addresses: Vec<String>,
+    /// Which of the Node's status.addresses become SANs.
+    #[serde(default = "all_node_address_types")]
+    pub address_types: Vec<NodeAddressType>,
+}
+
+/// A `Node.status.addresses[].type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum NodeAddressType {
+    Hostname,
+    InternalDNS,
+    ExternalDNS,
+    InternalIP,
+    ExternalIP,
+}
+
+impl NodeAddressType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeAddressType::Hostname => "Hostname",
+            NodeAddressType::InternalDNS => "InternalDNS",
+            NodeAddressType::ExternalDNS => "ExternalDNS",
+            NodeAddressType::InternalIP => "InternalIP",
+            NodeAddressType::ExternalIP => "ExternalIP",
+        }
+    }
+}
+
+fn all_node_address_types() -> Vec<NodeAddressType> {
+    use NodeAddressType::*;
+    vec![Hostname, InternalDNS, ExternalDNS, InternalIP, ExternalIP]
 }
 
 fn default_true() -> bool {
@@ -191,6 +241,7 @@ impl Default for KubeletServingSpec {
             enabled: true,
             key_type: default_kubelet_key_type(),
             addresses: Vec::new(),
+            address_types: all_node_address_types(),
         }
     }
 }

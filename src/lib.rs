@@ -5,6 +5,7 @@
 //! [`paths`] and [`inventory`]; the API server lives in [`kube`].
 
 pub mod agent;
+pub mod approver;
 pub mod ca_rotation;
 pub mod check;
 pub mod cli;
@@ -13,6 +14,7 @@ pub mod exit;
 pub mod inventory;
 pub mod kube;
 pub mod kubelet;
+pub mod lifecycle;
 pub mod metrics;
 pub mod parallel;
 pub mod paths;

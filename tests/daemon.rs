@@ -23,7 +23,7 @@ fn tree(names: &[&str], key_type: &str, on_rotate: &str) -> NodeTree {
     );
     for n in names {
         body.push_str(&format!(
-            "- name: {n}\n  ca: {{cert: {PKI}/ca.crt, key: {PKI}/ca.key}}\n  cert: {PKI}/{n}.crt\n  key: {PKI}/{n}.key\n  subject: {{commonName: {n}}}\n  usages: [serverAuth]\n  keyType: {key_type}\n  onRotate: {on_rotate}\n"
+            "- name: {n}\n  ca: {{cert: {PKI}/ca.crt, key: {PKI}/ca.key}}\n  cert: {PKI}/{n}.crt\n  key: {PKI}/{n}.key\n  subject: {{commonName: {n}}}\n  dnsNames: [{n}]\n  usages: [serverAuth]\n  keyType: {key_type}\n  onRotate: {on_rotate}\n"
         ));
     }
     std::fs::write(node.path("/etc/kube-cert-agent/config.yaml"), body).unwrap();

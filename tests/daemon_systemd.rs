@@ -118,7 +118,7 @@ fn node_tree(sb: &Sandbox, tree: &str, names: &[&str], on_rotate: &str) -> Strin
     );
     for n in names {
         body.push_str(&format!(
-            "- name: {n}\n  ca: {{cert: {pki}/ca.crt, key: {pki}/ca.key}}\n  cert: {pki}/{n}.crt\n  key: {pki}/{n}.key\n  subject: {{commonName: {n}}}\n  usages: [serverAuth]\n  keyType: ecdsa-p256\n  onRotate: {on_rotate}\n"
+            "- name: {n}\n  ca: {{cert: {pki}/ca.crt, key: {pki}/ca.key}}\n  cert: {pki}/{n}.crt\n  key: {pki}/{n}.key\n  subject: {{commonName: {n}}}\n  dnsNames: [{n}]\n  usages: [serverAuth]\n  keyType: ecdsa-p256\n  onRotate: {on_rotate}\n"
         ));
     }
     std::fs::write(root.join("etc/kube-cert-agent/config.yaml"), body).unwrap();

@@ -287,20 +287,12 @@ fn an_expired_client_certificate_logs_in_again_with_the_token() {
     );
 }
 
-#[test]
-fn a_rejected_client_certificate_falls_back_to_the_token() {
-    let s = setup("30s");
-    // A certificate from another CA: the API server answers 401.
-    let dir = tempfile::tempdir().unwrap();
-    let other = openssl::ca(
-        dir.path(),
-        "other",
-        openssl::Key::P256,
-        "not-the-cluster",
-        30,
-    );
+/// A client certificate for this node from another CA ("not-the-cluster"), with its key,
+/// as the current kubelet client PEM.
+fn foreign_client_certificate(s: &Setup, dir: &std::path::Path) -> openssl::Pair {
+    let other = openssl::ca(dir, "other", openssl::Key::P256, "not-the-cluster", 30);
     let leaf = openssl::leaf(
-        dir.path(),
+        dir,
         "n",
         &other,
         &openssl::Leaf {
@@ -312,6 +304,27 @@ fn a_rejected_client_certificate_falls_back_to_the_token() {
     let mut pem = std::fs::read(&leaf.cert).unwrap();
     pem.extend(std::fs::read(&leaf.key).unwrap());
     std::fs::write(s.node.path(CLIENT_PEM), pem).unwrap();
+    other
+}
+
+#[test]
+fn a_rejected_client_certificate_falls_back_to_the_token() {
+    let s = setup("30s");
+    let dir = tempfile::tempdir().unwrap();
+    let other = foreign_client_certificate(&s, dir.path());
+    // The node trusts both CAs, so the certificate is offered; the API server answers 401.
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let bundle = format!(
+        "{}{}",
+        s.api.ca_pem(),
+        std::fs::read_to_string(&other.cert).unwrap()
+    );
+    let path = s.node.path("/var/lib/kubelet/bootstrap-kubeconfig");
+    let kc = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace(&b64.encode(s.api.ca_pem()), &b64.encode(bundle.as_bytes()));
+    std::fs::write(&path, kc).unwrap();
     let out = s.node.agent(&["rotate", "kubelet-client"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(
@@ -324,6 +337,38 @@ fn a_rejected_client_certificate_falls_back_to_the_token() {
         "{}",
         text(&out)
     );
+}
+
+/// After a CA change: a valid client certificate that does not chain to the CA of the
+/// node's kubeconfig is broken (the API server would answer 401): `repair`
+/// re-bootstraps it with the token at once, without offering it first.
+#[test]
+fn a_client_certificate_from_another_ca_is_broken_and_repaired_with_the_token() {
+    let s = setup_with("30s", false);
+    let dir = tempfile::tempdir().unwrap();
+    foreign_client_certificate(&s, dir.path());
+    let out = s.node.agent(&["rotate", "--dry-run"]);
+    let t = text(&out);
+    assert!(
+        t.contains("kubelet-client: would rotate (broken: ")
+            && t.contains("which is not the CA /var/lib/kubelet/bootstrap-kubeconfig trusts"),
+        "{t}"
+    );
+    let out = s.node.agent(&["repair"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("kubelet-client: rotated (broken: "), "{t}");
+    assert!(t.contains("authenticated with the bootstrap token"), "{t}");
+    assert!(!t.contains("refused the node's client certificate"), "{t}");
+    std::fs::write(s.node.root().join("ca.crt"), s.api.ca_pem()).unwrap();
+    let pem = resolved(&s.node, CLIENT_PEM);
+    let verify = openssl::openssl(
+        s.node.root(),
+        &["verify", "-CAfile", "ca.crt", pem.to_str().unwrap()],
+    );
+    assert!(verify.trim().ends_with(": OK"), "{verify}");
+    // Healthy now: a second repair does nothing.
+    assert!(text(&s.node.agent(&["repair"])).contains("0 repaired, 1 healthy"));
 }
 
 #[test]

@@ -83,7 +83,7 @@ fn node(metrics: &str) -> NodeTree {
     );
     for n in ["apiserver", "front-proxy-client"] {
         body.push_str(&format!(
-            "- name: {n}\n  ca: {{cert: {PKI}/ca.crt, key: {PKI}/ca.key}}\n  cert: {PKI}/{n}.crt\n  key: {PKI}/{n}.key\n  subject: {{commonName: {n}, organizations: [kube-cert-agent]}}\n  usages: [serverAuth]\n  keyType: ecdsa-p256\n"
+            "- name: {n}\n  ca: {{cert: {PKI}/ca.crt, key: {PKI}/ca.key}}\n  cert: {PKI}/{n}.crt\n  key: {PKI}/{n}.key\n  subject: {{commonName: {n}, organizations: [kube-cert-agent]}}\n  dnsNames: [{n}]\n  usages: [serverAuth]\n  keyType: ecdsa-p256\n"
         ));
     }
     std::fs::write(node.path("/etc/kube-cert-agent/config.yaml"), body).unwrap();

@@ -439,6 +439,7 @@ fn a_clock_behind_is_reported_not_reissued_in_a_loop() {
         &ca,
         &Leaf {
             subject: "/CN=kube-apiserver",
+            sans: "DNS:kubernetes",
             dates: Some(("20400101000000Z", "20400105000000Z")),
             ..Leaf::default()
         },
@@ -477,6 +478,7 @@ fn repair_restarts_a_shared_dependent_once() {
         &ca,
         &Leaf {
             subject: "/CN=kube-apiserver",
+            sans: "DNS:kubernetes",
             dates: expired,
             ..Leaf::default()
         },

@@ -200,25 +200,7 @@ fn three_phases_for_every_kubeadm_ca_verified_with_openssl_and_kubectl() {
             let r = &v["caRotations"][0];
             assert_eq!(r["phase"], "reissue");
             assert!(r["error"].as_str().unwrap().contains(KUBELET_PEM), "{v:#}");
-            // What kubelet would get once the controller manager signs with the new CA.
-            let dir = tempfile::tempdir().unwrap();
-            let signer = openssl::Pair {
-                cert: staged.clone(),
-                key: k.node.path(&format!("{STAGING}/cluster/new-ca.key")),
-            };
-            let l = openssl::leaf(
-                dir.path(),
-                "kubelet",
-                &signer,
-                &openssl::Leaf {
-                    subject: "/O=system:nodes/CN=system:node:node-1",
-                    eku: "clientAuth",
-                    ..openssl::Leaf::default()
-                },
-            );
-            let mut pem = std::fs::read(&l.cert).unwrap();
-            pem.extend(std::fs::read(&l.key).unwrap());
-            std::fs::write(k.node.path(KUBELET_PEM), pem).unwrap();
+            kubelet_from_new_ca(&k);
         }
 
         // finalize: the old CA leaves every trust point.

@@ -17,15 +17,13 @@ use crate::rotation::{self, plan::rfc3339};
 use crate::service::control;
 use crate::service::notify as sd;
 
-/// Await `f`, sending WATCHDOG=1 meanwhile: a long rotation (a CSR waiting for approval)
-/// is the loop at work, not a stall.
-async fn pinging<F: Future>(watchdog: Option<Duration>, f: F) -> F::Output {
-    let Some(every) = watchdog else {
+/// Await `f`, sending WATCHDOG=1 meanwhile on the loop's own watchdog tick (one cadence,
+/// not one more timer per call): a rotation is the loop at work, not a stall.
+async fn pinging<F: Future>(tick: &mut Option<tokio::time::Interval>, f: F) -> F::Output {
+    let Some(tick) = tick.as_mut() else {
         return f.await;
     };
     tokio::pin!(f);
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             out = &mut f => return out,
@@ -66,9 +64,14 @@ impl Agent {
         // Before the first reconcile, which may wait on a CSR: that wait is worth seeing.
         crate::metrics::serve::start(&self.metrics, &self.root, &self.config).await;
 
+        let mut wd_tick = self.watchdog.map(|every| {
+            let mut t = tokio::time::interval(every);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        });
         // Reconcile, then READY=1.
         sd::status("reconciling");
-        pinging(self.watchdog, self.cycle(&[], false, "start-up")).await;
+        pinging(&mut wd_tick, self.cycle(&[], false, "start-up")).await;
         let status = self.status_line();
         tracing::info!("ready: {status}");
         sd::ready(&status);
@@ -76,11 +79,6 @@ impl Agent {
         let mut hup_gate = Gate::hup();
         let mut fs_gate = Gate::fs();
         let mut fs_paths: Vec<PathBuf> = vec![];
-        let mut wd_tick = self.watchdog.map(|every| {
-            let mut t = tokio::time::interval(every);
-            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            t
-        });
         loop {
             #[cfg(feature = "failpoints")]
             if crate::store::failpoint::action(super::STALL_POINT).as_deref() == Some("stall") {
@@ -108,7 +106,7 @@ impl Agent {
                     sd::reloading("SIGHUP: rotating every certificate");
                     tracing::info!("SIGHUP: forced rotation of every certificate");
                     let all = rotation::managed_names(&self.config);
-                    pinging(self.watchdog, self.cycle(&all, true, "SIGHUP")).await;
+                    pinging(&mut wd_tick, self.cycle(&all, true, "SIGHUP")).await;
                     sd::ready(&self.status_line());
                 }
                 Some(paths) = fs_rx.recv() => {
@@ -118,7 +116,7 @@ impl Agent {
                 _ = tokio::time::sleep_until(fs_at.unwrap_or(far)), if fs_at.is_some() => {
                     fs_gate.take();
                     let paths = std::mem::take(&mut fs_paths);
-                    pinging(self.watchdog, self.on_fs_events(paths)).await;
+                    pinging(&mut wd_tick, self.on_fs_events(paths)).await;
                     self.add_watches(&mut watcher, &mut watched);
                 }
                 Ok((stream, _)) = listener.accept() => {
@@ -126,7 +124,7 @@ impl Agent {
                     tokio::spawn(serve_connection(stream, tx));
                 }
                 Some((req, reply)) = ctl_rx.recv() => {
-                    let r = pinging(self.watchdog, self.on_control(req)).await;
+                    let r = pinging(&mut wd_tick, self.on_control(req)).await;
                     let _ = reply.send(r);
                 }
                 _ = tokio::time::sleep(nap) => {
@@ -135,14 +133,14 @@ impl Agent {
                     if now >= at {
                         match why {
                             schedule::WakeFor::Actions => {
-                                pinging(self.watchdog, self.retry_actions()).await;
+                                pinging(&mut wd_tick, self.retry_actions()).await;
                             }
                             schedule::WakeFor::Resync => {
                                 self.resync_at = now + schedule::RESYNC;
-                                pinging(self.watchdog, self.cycle(&[], false, "resync")).await;
+                                pinging(&mut wd_tick, self.cycle(&[], false, "resync")).await;
                             }
                             schedule::WakeFor::Deadline(_) | schedule::WakeFor::Retry(_) => {
-                                pinging(self.watchdog, self.cycle(&[], false, "deadline")).await;
+                                pinging(&mut wd_tick, self.cycle(&[], false, "deadline")).await;
                             }
                         }
                     }

@@ -5,6 +5,7 @@ use time::OffsetDateTime;
 
 use super::{actions_of, schedule, Agent, Pending};
 use crate::config::Action;
+use crate::lifecycle::{Event, Observation};
 use crate::rotation::{self, plan::rfc3339, Outcome, Request};
 use crate::service::actions;
 use crate::service::notify as sd;
@@ -24,18 +25,10 @@ fn log_outcome(o: &Outcome, why: &str) {
             CERT_NAME = name, CERT_PATH = %path, SERIAL = %serial, NOT_AFTER = %not_after,
             ACTION = "rotated", TRIGGER = why, "{line}"
         ),
-        rotation::Action::Failed(e) => tracing::error!(
-            CERT_NAME = name, CERT_PATH = %path, SERIAL = %serial, NOT_AFTER = %not_after,
-            ACTION = "rotate-failed", ERROR = %e, TRIGGER = why, "{line}"
-        ),
-        rotation::Action::ClockBehind { .. } => tracing::warn!(
-            CERT_NAME = name, CERT_PATH = %path, SERIAL = %serial, NOT_AFTER = %not_after,
-            ACTION = "clock-behind", "{line}"
-        ),
-        rotation::Action::Blocked { entry } => tracing::error!(
-            CERT_NAME = name, CERT_PATH = %path, SERIAL = %serial, NOT_AFTER = %not_after,
-            ACTION = "revocation-blocked", ERROR = %entry, TRIGGER = why, "{line}"
-        ),
+        // The life-cycle logs these, once per change of state (`Agent::feed`).
+        rotation::Action::Failed(_)
+        | rotation::Action::ClockBehind { .. }
+        | rotation::Action::Blocked { .. } => {}
         rotation::Action::Kept { .. } | rotation::Action::WouldRotate(_) => tracing::debug!(
             CERT_NAME = name, CERT_PATH = %path, SERIAL = %serial, NOT_AFTER = %not_after,
             ACTION = "kept", "{line}"
@@ -65,14 +58,39 @@ impl Agent {
     }
 
     /// Rotate (`names` empty: what is due), log, run the coalesced actions of what was
-    /// rotated, rescan, save state.json, update STATUS.
+    /// rotated, rescan, save state.json, update STATUS. `forced` (SIGHUP, `rotate NAME`)
+    /// ends any backoff; otherwise a certificate in backoff is left alone until its time.
     pub(super) async fn cycle(
         &mut self,
         names: &[String],
         forced: bool,
         why: &str,
     ) -> Vec<Outcome> {
-        let outcomes = self.rotate(names, forced, false).await;
+        let now = OffsetDateTime::now_utc();
+        let pool: Vec<String> = if names.is_empty() {
+            self.certs.iter().map(|c| c.name.clone()).collect()
+        } else {
+            names.to_vec()
+        };
+        let mut attempt = vec![];
+        for n in pool {
+            if forced {
+                self.feed(&n, Event::Forced);
+            }
+            if self
+                .certs
+                .iter()
+                .any(|c| c.name == n && c.life.may_start(now))
+            {
+                attempt.push(n);
+            }
+        }
+        // `rotate` takes an empty list as "all": nothing to try is nothing to call.
+        let outcomes = if attempt.is_empty() {
+            vec![]
+        } else {
+            self.rotate(&attempt, forced, false).await
+        };
         let now = OffsetDateTime::now_utc();
         self.metrics.observe(&outcomes, false, now);
         for o in &outcomes {
@@ -81,46 +99,59 @@ impl Agent {
                 continue;
             };
             c.path = o.path.clone();
-            match &o.action {
+            let events = match &o.action {
                 rotation::Action::Rotated(_) => {
                     c.result = "rotated".into();
                     c.error = None;
-                    c.failures = 0;
-                    c.retry_at = None;
                     c.last_rotated = Some(now);
+                    let (serial, not_after) = o.after.clone().unwrap_or_else(|| ("-".into(), now));
+                    vec![
+                        Event::Started,
+                        Event::Installed {
+                            serial,
+                            // The rescan below replaces it with the renewal deadline.
+                            deadline: not_after,
+                        },
+                    ]
                 }
-                rotation::Action::Failed(e) => {
+                rotation::Action::Failed(f) => {
                     c.result = "failed".into();
-                    c.error = Some(e.clone());
-                    c.retry_at = Some(schedule::retry_at(
-                        now,
-                        c.failures,
-                        crate::kube::retry::random_unit(),
-                    ));
-                    c.failures += 1;
+                    c.error = Some(f.message.clone());
+                    vec![
+                        Event::Started,
+                        Event::Failed {
+                            class: f.class,
+                            error: f.message.clone(),
+                        },
+                    ]
                 }
-                rotation::Action::ClockBehind { .. } => {
+                rotation::Action::ClockBehind { not_before } => {
                     c.result = "clockBehind".into();
                     c.error = None;
-                    c.failures = 0;
-                    c.retry_at = None;
+                    vec![Event::Observed(Observation::ClockBehind {
+                        not_before: *not_before,
+                    })]
                 }
                 // Not retried on a timer: nothing changes until the entry is fixed, and the
                 // revocations.d watch (or the hourly resync) brings the next attempt.
                 rotation::Action::Blocked { entry } => {
                     c.result = "blocked".into();
                     c.error = Some(entry.clone());
-                    c.failures = 0;
-                    c.retry_at = None;
+                    vec![Event::Observed(Observation::Blocked {
+                        reason: entry.clone(),
+                    })]
                 }
-                rotation::Action::Kept { .. } | rotation::Action::WouldRotate(_) => {
+                rotation::Action::Kept { next } => {
                     if c.result == "unknown" || c.result == "failed" {
                         c.result = "valid".into();
                     }
                     c.error = None;
-                    c.failures = 0;
-                    c.retry_at = None;
+                    vec![Event::Observed(Observation::Valid { deadline: *next })]
                 }
+                rotation::Action::WouldRotate(_) => vec![],
+            };
+            for e in events {
+                self.feed(&o.name, e);
             }
         }
         // Dependents: each action once, after every certificate of the cycle is installed.

@@ -32,6 +32,7 @@ use tokio::sync::oneshot;
 
 use crate::config::{self, Action, Config};
 use crate::exit::{ExitCode, Fatal};
+use crate::lifecycle::{self, Effect, Event, Level, Life, Phase};
 use crate::paths::NodeRoot;
 use crate::rotation::{self, plan::rfc3339, Outcome};
 use crate::service::notify as sd;
@@ -53,7 +54,8 @@ struct Cert {
     not_after: Option<OffsetDateTime>,
     next: Option<OffsetDateTime>,
     last_rotated: Option<OffsetDateTime>,
-    failures: u32,
+    /// Where it stands in its life-cycle (the pure state machine of `lifecycle`).
+    life: Life,
     retry_at: Option<OffsetDateTime>,
 }
 
@@ -224,7 +226,7 @@ impl Agent {
                 not_after: None,
                 next: None,
                 last_rotated: None,
-                failures: 0,
+                life: Life::default(),
                 retry_at: None,
             });
             c.actions = actions_of(&self.config, &n);
@@ -234,6 +236,44 @@ impl Agent {
 
     fn cert_mut(&mut self, name: &str) -> Option<&mut Cert> {
         self.certs.iter_mut().find(|c| c.name == name)
+    }
+
+    /// Feed one life-cycle event to a certificate: the pure transition, then its journal
+    /// lines. Returns whether the transition asks for a renewal.
+    fn feed(&mut self, name: &str, event: Event) -> bool {
+        let settings = self.config.renewal.backoff();
+        let now = OffsetDateTime::now_utc();
+        let u = crate::kube::retry::random_unit();
+        let Some(c) = self.cert_mut(name) else {
+            return false;
+        };
+        let (life, effects) = lifecycle::transition(name, &c.life, &event, now, u, &settings);
+        c.life = life;
+        c.retry_at = match &c.life.phase {
+            Phase::Backoff { .. } => c.life.wake_at(&settings),
+            _ => None,
+        };
+        let path = c.path.display().to_string();
+        let phase = c.life.phase.name();
+        let error = c.life.phase.error().unwrap_or("").to_string();
+        let mut issue = false;
+        for e in effects {
+            match e {
+                Effect::Issue => issue = true,
+                Effect::Journal(j) => match j.level {
+                    Level::Info => tracing::info!(
+                        CERT_NAME = name, CERT_PATH = %path, ACTION = phase, "{}", j.text
+                    ),
+                    Level::Warn => tracing::warn!(
+                        CERT_NAME = name, CERT_PATH = %path, ACTION = phase, ERROR = %error, "{}", j.text
+                    ),
+                    Level::Error => tracing::error!(
+                        CERT_NAME = name, CERT_PATH = %path, ACTION = phase, ERROR = %error, "{}", j.text
+                    ),
+                },
+            }
+        }
+        issue
     }
 
     fn next_wake(&self) -> (OffsetDateTime, schedule::WakeFor) {
@@ -260,7 +300,7 @@ impl Agent {
         let failing: Vec<String> = self
             .certs
             .iter()
-            .filter(|c| c.failures > 0)
+            .filter(|c| c.life.phase.broken())
             .map(|c| c.name.clone())
             .collect();
         schedule::status_line(self.certs.len(), next, &failing, OffsetDateTime::now_utc())

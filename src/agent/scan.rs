@@ -6,6 +6,7 @@ use time::OffsetDateTime;
 
 use super::{fingerprint, Agent};
 use crate::config;
+use crate::lifecycle::{Event, Observation, Phase};
 use crate::rotation::{self, plan::rfc3339, Outcome};
 use crate::service::actions;
 
@@ -29,11 +30,32 @@ impl Agent {
                 c.serial = None;
                 c.not_after = None;
             }
-            c.next = match &o.action {
-                rotation::Action::Kept { next } => Some(*next),
-                rotation::Action::ClockBehind { not_before } => Some(*not_before),
-                // Still due: a failing one waits for its retry; anything else at once.
-                rotation::Action::WouldRotate(_) if c.failures == 0 => Some(now),
+            let event = match &o.action {
+                rotation::Action::Kept { next } => Some(Observation::Valid { deadline: *next }),
+                rotation::Action::ClockBehind { not_before } => Some(Observation::ClockBehind {
+                    not_before: *not_before,
+                }),
+                rotation::Action::WouldRotate(r) => Some(Observation::Due {
+                    reason: r.to_string(),
+                }),
+                rotation::Action::Blocked { entry } => Some(Observation::Blocked {
+                    reason: entry.clone(),
+                }),
+                // Only an attempt counts as a failure; a scan that cannot tell waits for it.
+                rotation::Action::Rotated(_) | rotation::Action::Failed(_) => None,
+            };
+            let name = o.name.clone();
+            if let Some(ev) = event {
+                self.feed(&name, Event::Observed(ev));
+            }
+            let Some(c) = self.cert_mut(&name) else {
+                continue;
+            };
+            // Due: at once, unless it waits out a backoff (then `retry_at` wakes it).
+            c.next = match &c.life.phase {
+                Phase::Valid { deadline } => Some(*deadline),
+                Phase::ClockBehind { not_before } => Some(*not_before),
+                Phase::Due { .. } | Phase::Unknown if c.life.may_start(now) => Some(now),
                 _ => None,
             };
         }
@@ -53,6 +75,10 @@ impl Agent {
                         }
                         self.config = c;
                         self.sync_names();
+                        // A config change is an operator's action: worth another try.
+                        for n in rotation::managed_names(&self.config) {
+                            self.feed(&n, Event::InputsChanged);
+                        }
                         self.cycle(&[], false, "config change").await;
                         return;
                     }
@@ -70,6 +96,19 @@ impl Agent {
             }
         }
         tracing::debug!("rescan after events on {paths:?}");
+        // Files a local-CA certificate is made from may have been fixed (a CA key put
+        // back): a permanent failure is worth one more try. Not the kubelet's: a denied CSR
+        // waits for the operator or the long interval, whatever else changes on disk.
+        let local: Vec<String> = self
+            .config
+            .certificates
+            .iter()
+            .map(|c| c.name.clone())
+            .chain(self.config.kubeconfigs.iter().map(|k| k.name.clone()))
+            .collect();
+        for n in &local {
+            self.feed(n, Event::InputsChanged);
+        }
         self.metrics.inventory_changed();
         let before = self.seen.clone();
         let scan = self.rescan().await;

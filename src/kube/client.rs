@@ -23,6 +23,8 @@ pub enum Credentials {
     Token(String),
     /// The node's current client certificate (PEM: certificate, then key; may be one file).
     ClientCertificate { cert_pem: Vec<u8>, key_pem: Vec<u8> },
+    /// Any other bearer token (a service account's, read from the kubeconfig or the pod).
+    BearerToken(String),
 }
 
 impl std::fmt::Debug for Credentials {
@@ -32,6 +34,7 @@ impl std::fmt::Debug for Credentials {
                 write!(f, "Token({}.<redacted>)", t.split('.').next().unwrap_or(""))
             }
             Credentials::ClientCertificate { .. } => write!(f, "ClientCertificate"),
+            Credentials::BearerToken(_) => write!(f, "BearerToken(<redacted>)"),
         }
     }
 }
@@ -148,6 +151,11 @@ impl ApiClient {
                     format!("bootstrap token {id}.<secret>"),
                 )
             }
+            Credentials::BearerToken(t) => (
+                builder.with_no_client_auth(),
+                Some(t.clone()),
+                "bearer token".to_string(),
+            ),
             Credentials::ClientCertificate { cert_pem, key_pem } => {
                 let certs = parse_material(cert_pem)
                     .map_err(|e| setup(format!("client certificate: {e}")))?;
@@ -322,8 +330,42 @@ impl ApiClient {
         let q = format!(
             "{CSR_PATH}?fieldSelector=metadata.name%3D{name}&watch=true&resourceVersion={resource_version}&allowWatchBookmarks=true"
         );
+        self.watch::<CertificateSigningRequest>(&q, |event| {
+            let ev = match event {
+                WatchEvent::Added(o) | WatchEvent::Modified(o) => CsrEvent::Changed(Box::new(o)),
+                WatchEvent::Deleted(_) => CsrEvent::Deleted,
+                WatchEvent::Bookmark { .. } => return true,
+                WatchEvent::ErrorStatus(s) => CsrEvent::Error(self.watch_status_error(s)),
+                WatchEvent::ErrorOther(o) => CsrEvent::Error(ApiError::Decode {
+                    server: self.server.clone(),
+                    detail: format!("watch error {o:?}"),
+                }),
+            };
+            on_event(ev)
+        })
+        .await
+    }
+
+    /// The `ERROR` event of a watch (410 Expired, ...) as an error.
+    pub fn watch_status_error(&self, s: Status) -> ApiError {
+        ApiError::Status {
+            server: self.server.clone(),
+            code: s.code.unwrap_or(500) as u16,
+            reason: s.reason.unwrap_or_default(),
+            message: s.message.unwrap_or_default(),
+            retry_after: None,
+        }
+    }
+
+    /// A watch (`path_and_query` has `watch=true`): each event goes to `on_event` until it
+    /// returns false or the server ends the stream (Ok(()); a dropped stream too).
+    pub async fn watch<T: serde::de::DeserializeOwned>(
+        &self,
+        path_and_query: &str,
+        mut on_event: impl FnMut(WatchEvent<T>) -> bool,
+    ) -> Result<(), ApiError> {
         let mut resp = self
-            .request(reqwest::Method::GET, &q)
+            .request(reqwest::Method::GET, path_and_query)
             .send()
             .await
             .map_err(|e| self.transport_error(e))?;
@@ -344,33 +386,41 @@ impl ApiClient {
                 if line.iter().all(|b| b.is_ascii_whitespace()) {
                     continue;
                 }
-                let event: WatchEvent<CertificateSigningRequest> = serde_json::from_slice(&line)
-                    .map_err(|e| ApiError::Decode {
+                let event: WatchEvent<T> =
+                    serde_json::from_slice(&line).map_err(|e| ApiError::Decode {
                         server: self.server.clone(),
                         detail: format!("watch event: {e}"),
                     })?;
-                let ev = match event {
-                    WatchEvent::Added(o) | WatchEvent::Modified(o) => {
-                        CsrEvent::Changed(Box::new(o))
-                    }
-                    WatchEvent::Deleted(_) => CsrEvent::Deleted,
-                    WatchEvent::Bookmark { .. } => continue,
-                    WatchEvent::ErrorStatus(s) => CsrEvent::Error(ApiError::Status {
-                        server: self.server.clone(),
-                        code: s.code.unwrap_or(500) as u16,
-                        reason: s.reason.unwrap_or_default(),
-                        message: s.message.unwrap_or_default(),
-                        retry_after: None,
-                    }),
-                    WatchEvent::ErrorOther(o) => CsrEvent::Error(ApiError::Decode {
-                        server: self.server.clone(),
-                        detail: format!("watch error {o:?}"),
-                    }),
-                };
-                if !on_event(ev) {
+                if !on_event(event) {
                     return Ok(());
                 }
             }
         }
+    }
+
+    /// GET `path` as `T`.
+    pub async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
+        let resp = self
+            .request(reqwest::Method::GET, path)
+            .send()
+            .await
+            .map_err(|e| self.transport_error(e))?;
+        self.json(resp).await
+    }
+
+    /// POST or PUT `body` to `path`; the answer as `T`.
+    pub async fn send<T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<T, ApiError> {
+        let resp = self
+            .request(method, path)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| self.transport_error(e))?;
+        self.json(resp).await
     }
 }

@@ -5,6 +5,7 @@
 //! token otherwise, and again when the API server rejects the certificate (the seeds'
 //! `-fixKubeletCredentials`). The bootstrap kubeconfig is re-read on every attempt.
 
+pub mod san;
 pub mod verify;
 
 use std::net::IpAddr;
@@ -22,6 +23,7 @@ use crate::config::KubeletSpec;
 use crate::kube::client::{ApiClient, ApiError, Credentials, CsrEvent, Endpoint};
 use crate::kube::kubeconfig::{self, Kubeconfig};
 use crate::kube::retry;
+use crate::lifecycle::Failure;
 use crate::paths::{self, NodeRoot};
 use crate::pki::csr::{self, KubeletCert};
 use crate::pki::{keygen, parse_material, CertInfo};
@@ -60,6 +62,26 @@ pub enum KubeletError {
     Rejected { name: String, reason: String },
     #[error("{0}")]
     Install(String),
+}
+
+/// Whether another CSR could help. A denial, a failed or rejected CSR, refused
+/// credentials or a bad config are permanent: a new CSR would be answered the same way
+/// (and piles up CSR objects in etcd); server trouble and local I/O are transient.
+pub fn classify(e: &KubeletError) -> Failure {
+    let transient = match e {
+        KubeletError::Api(a) => a.is_transient(),
+        KubeletError::Install(_) | KubeletError::Deleted { .. } => true,
+        KubeletError::Config(_)
+        | KubeletError::Denied { .. }
+        | KubeletError::Failed { .. }
+        | KubeletError::Timeout { .. }
+        | KubeletError::Rejected { .. } => false,
+    };
+    if transient {
+        Failure::transient(e.to_string())
+    } else {
+        Failure::permanent(e.to_string())
+    }
 }
 
 /// The result of one successful bootstrap or renewal.
@@ -122,7 +144,37 @@ impl Node<'_> {
         if crate::pki::key::public_key_of(key)? != info.public_key {
             return Err(at("the key does not match the certificate".into()));
         }
+        if kind == KubeletCert::Client {
+            self.check_client_chain(&info).map_err(at)?;
+        }
         Ok(Some((info, bytes)))
+    }
+
+    /// The API server accepts the client certificate only if it chains to the CA the
+    /// node's kubeconfig trusts (kubelet.conf, or before it exists the bootstrap
+    /// kubeconfig): after a CA change one that does not is broken, however valid.
+    fn check_client_chain(&self, info: &CertInfo) -> Result<(), String> {
+        let kubeconfigs = [&self.spec.kubeconfig, &self.spec.bootstrap_kubeconfig];
+        let Some((path, kc)) = kubeconfigs
+            .into_iter()
+            .find_map(|p| self.read_kubeconfig(p).ok().map(|kc| (p, kc)))
+        else {
+            return Ok(()); // nothing says which CA to trust yet
+        };
+        let endpoint = self.endpoint(path, &kc)?;
+        let cas = verify::cas_of(&endpoint.ca_pem);
+        if verify::chains_to(info, &cas) {
+            return Ok(());
+        }
+        Err(format!(
+            "issued by {}, which is not the CA {} trusts ({}): the API server would reject it",
+            info.issuer,
+            path.display(),
+            cas.iter()
+                .map(|c| c.subject.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
     }
 
     fn read_kubeconfig(&self, path: &Path) -> Result<Kubeconfig, String> {
@@ -262,14 +314,18 @@ pub fn is_bootstrap_token(t: &str) -> bool {
     matches!(t.split_once('.'), Some((id, secret)) if ok(id, 6) && ok(secret, 16))
 }
 
-/// The node name: the config's, else the host name in lower case (as kubelet does).
+/// The node name: the config's, else the host name in lower case (as kubelet does). The
+/// host name comes from uname(2), as Go's os.Hostname falls back to: the unit's
+/// `ProcSubset=pid` hides /proc/sys/kernel/hostname.
 pub fn node_name(configured: &str) -> String {
     if !configured.is_empty() {
         return configured.to_string();
     }
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_lowercase())
-        .unwrap_or_default()
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .trim()
+        .to_lowercase()
 }
 
 /// Bootstrap or renew the kubelet certificate `kind`, and install it.
@@ -332,13 +388,16 @@ async fn attempt(
         .await
         .map_err(|e| KubeletError::Install(e.to_string()))?
         .map_err(KubeletError::Install)?;
+    let client = ApiClient::new(endpoint, creds)?;
     let (dns, ips) = match kind {
         KubeletCert::Client => (vec![], vec![]),
-        KubeletCert::Serving => node.serving_addresses(),
+        KubeletCert::Serving => match node.spec.serving.addresses.is_empty() {
+            true => san::from_node(node, &client, progress).await,
+            false => node.serving_addresses(),
+        },
     };
     let request =
         csr::build(kind, &node.node_name, &dns, &ips, &key).map_err(KubeletError::Install)?;
-    let client = ApiClient::new(endpoint, creds)?;
     let object = CertificateSigningRequest {
         metadata: ObjectMeta {
             generate_name: Some("csr-".into()),
@@ -367,14 +426,7 @@ async fn attempt(
     let waiting = tokio::time::Instant::now();
     let issued = wait_issued(&client, created, deadline, kind, timeout, progress).await?;
     let waited = waiting.elapsed();
-    let cas: Vec<CertInfo> = parse_material(&endpoint.ca_pem)
-        .map(|m| {
-            m.certificates
-                .iter()
-                .filter_map(|d| CertInfo::parse(d).ok())
-                .collect()
-        })
-        .unwrap_or_default();
+    let cas = verify::cas_of(&endpoint.ca_pem);
     let public = rcgen::PublicKeyData::der_bytes(&key).to_vec();
     let req = verify::Requested {
         kind,

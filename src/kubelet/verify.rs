@@ -81,14 +81,29 @@ pub fn check_issued(
     if now >= leaf.not_after {
         return Err("the issued certificate has already expired".into());
     }
-    if !cluster_cas
-        .iter()
-        .any(|ca| leaf.issuer_der == ca.subject_der && leaf.is_signed_by(ca))
-    {
+    if !chains_to(&leaf, cluster_cas) {
         return Err(format!(
             "the issued certificate (issuer {}) does not chain to the cluster CA",
             leaf.issuer
         ));
     }
     Ok(leaf)
+}
+
+/// Whether `leaf` was signed by one of `cas` (issuer name and signature).
+pub fn chains_to(leaf: &CertInfo, cas: &[CertInfo]) -> bool {
+    cas.iter()
+        .any(|ca| leaf.issuer_der == ca.subject_der && leaf.is_signed_by(ca))
+}
+
+/// The certificates of a kubeconfig's CA bundle (unreadable ones left out).
+pub fn cas_of(ca_pem: &[u8]) -> Vec<CertInfo> {
+    crate::pki::parse_material(ca_pem)
+        .map(|m| {
+            m.certificates
+                .iter()
+                .filter_map(|d| CertInfo::parse(d).ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -69,6 +69,15 @@ fn inventory_of(hub: &Hub, root: &NodeRoot) -> Arc<Vec<Entry>> {
 
 /// Bind `addr` (an error names the address) and serve `/metrics` from a task.
 pub async fn listen(addr: SocketAddr, hub: Hub, root: NodeRoot) -> Result<SocketAddr, String> {
+    listen_with(addr, Arc::new(move || render(&hub, &root))).await
+}
+
+/// What `/metrics` answers: the text exposition, rendered per scrape (off the runtime).
+pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// Bind `addr` and serve `/metrics` with `render` from a task (the agent's and the
+/// approver's endpoint alike).
+pub async fn listen_with(addr: SocketAddr, render: Render) -> Result<SocketAddr, String> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("metrics.listen {addr}: {e}"))?;
@@ -88,10 +97,9 @@ pub async fn listen(addr: SocketAddr, hub: Hub, root: NodeRoot) -> Result<Socket
                     continue;
                 }
             };
-            let (hub, root) = (hub.clone(), root.clone());
+            let render = render.clone();
             tokio::spawn(async move {
-                let service =
-                    hyper::service::service_fn(move |req| handle(req, hub.clone(), root.clone()));
+                let service = hyper::service::service_fn(move |req| handle(req, render.clone()));
                 let conn = hyper::server::conn::http1::Builder::new()
                     .timer(hyper_util::rt::TokioTimer::new())
                     .header_read_timeout(HEADER_TIMEOUT)
@@ -104,11 +112,7 @@ pub async fn listen(addr: SocketAddr, hub: Hub, root: NodeRoot) -> Result<Socket
     Ok(bound)
 }
 
-async fn handle<B>(
-    req: Request<B>,
-    hub: Hub,
-    root: NodeRoot,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle<B>(req: Request<B>, render: Render) -> Result<Response<Full<Bytes>>, Infallible> {
     let text = |status: StatusCode, body: String| {
         let mut r = Response::new(Full::new(Bytes::from(body)));
         *r.status_mut() = status;
@@ -130,7 +134,7 @@ async fn handle<B>(
             "GET /metrics\n".into(),
         ));
     }
-    let body = match tokio::task::spawn_blocking(move || render(&hub, &root)).await {
+    let body = match tokio::task::spawn_blocking(move || render()).await {
         Ok(b) => b,
         Err(e) => return Ok(text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n"))),
     };

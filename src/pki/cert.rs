@@ -118,7 +118,7 @@ impl CertInfo {
             dns_names,
             ip_addresses,
             is_ca: cert.is_ca(),
-            key_type: key_type(&cert),
+            key_type: spki_key_type(cert.public_key()),
             ext_key_usages,
             public_key: cert.public_key().subject_public_key.data.to_vec(),
             subject_der: subject.as_raw().to_vec(),
@@ -185,7 +185,7 @@ pub fn serial_hex(raw: &[u8]) -> String {
     trimmed.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn ip_from_bytes(b: &[u8]) -> Option<IpAddr> {
+pub fn ip_from_bytes(b: &[u8]) -> Option<IpAddr> {
     match b.len() {
         4 => Some(IpAddr::from(<[u8; 4]>::try_from(b).ok()?)),
         16 => Some(IpAddr::from(<[u8; 16]>::try_from(b).ok()?)),
@@ -193,8 +193,8 @@ fn ip_from_bytes(b: &[u8]) -> Option<IpAddr> {
     }
 }
 
-fn key_type(cert: &X509Certificate<'_>) -> String {
-    let spki = cert.public_key();
+/// `ECDSA P-256`, `RSA 2048`, `Ed25519`, ... (certificates and CSRs alike).
+pub fn spki_key_type(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> String {
     match spki.parsed() {
         Ok(PublicKey::RSA(rsa)) => format!("RSA {}", rsa.key_size()),
         Ok(PublicKey::EC(_)) => {

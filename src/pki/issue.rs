@@ -230,6 +230,18 @@ pub fn issue(
     if spec.usages.is_empty() {
         return Err("the certificate needs at least one usage (serverAuth, clientAuth)".into());
     }
+    if spec.usages.contains(&Usage::ServerAuth)
+        && spec.dns_names.is_empty()
+        && spec.ip_addresses.is_empty()
+    {
+        // TLS clients match names against SANs only (Go ignores the CN): a serving
+        // certificate without one is accepted by no client.
+        return Err(format!(
+            "refusing to issue a serverAuth certificate without a SAN (CN {}): set dnsNames or \
+             ipAddresses in the config, or a kubeadm profile",
+            spec.common_name
+        ));
+    }
     let mut params = CertificateParams::default();
     // The default params carry a placeholder CN; start from an empty name so that the
     // order below holds. Go's pkix.Name order: O before CN, as kubeadm writes it.
@@ -374,6 +386,32 @@ mod tests {
             validity: Duration::hours(96),
             not_before_floor: None,
         }
+    }
+
+    #[test]
+    fn a_serving_certificate_without_a_san_is_refused() {
+        let now = OffsetDateTime::now_utc();
+        let (ca_pem, ca_key) = test_ca(now, 10);
+        let ca = Ca::load(ca_pem.as_bytes(), ca_key.as_bytes(), now).unwrap();
+        let key = generate(KeyType::EcdsaP256).unwrap();
+        let bare = LeafSpec {
+            dns_names: vec![],
+            ip_addresses: vec![],
+            ..spec()
+        };
+        let e = issue(&ca, &bare, &key, now).unwrap_err();
+        assert!(e.contains("without a SAN"), "{e}");
+        // A client certificate needs none; one IP is enough for a server.
+        let client = LeafSpec {
+            usages: vec![Usage::ClientAuth],
+            ..bare.clone()
+        };
+        assert!(issue(&ca, &client, &key, now).is_ok());
+        let ip_only = LeafSpec {
+            ip_addresses: vec!["10.0.0.1".parse().unwrap()],
+            ..bare
+        };
+        assert!(issue(&ca, &ip_only, &key, now).is_ok());
     }
 
     #[test]

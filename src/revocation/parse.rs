@@ -38,8 +38,12 @@ pub fn parse_values(source: &str, docs: &[Value]) -> Loaded {
             continue; // an empty document (a trailing ---)
         }
         let where_doc = format!("{source}: document {}", d + 1);
-        let kind = doc.get("kind").and_then(Value::as_str).unwrap_or("");
-        let api = doc.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+        let kind = doc.get("kind").and_then(Value::as_str).unwrap_or("").trim();
+        let api = doc
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .trim();
         if kind != KIND || api != API_VERSION {
             out.errors.push(format!(
                 "{where_doc}: is {api}/{kind}, not {API_VERSION}/{KIND}; ignored"
@@ -60,7 +64,7 @@ pub fn parse_values(source: &str, docs: &[Value]) -> Loaded {
         let description = doc
             .pointer("/spec/description")
             .and_then(Value::as_str)
-            .map(String::from);
+            .map(|d| d.trim().to_string());
         let list = match doc.pointer("/spec/revocations") {
             Some(Value::Array(a)) => a,
             Some(_) => {
@@ -81,13 +85,15 @@ pub fn parse_values(source: &str, docs: &[Value]) -> Loaded {
         }
         for (i, raw) in list.iter().enumerate() {
             match parse_entry(raw) {
-                Ok((rule, not_before)) => out.entries.push(Entry {
+                Ok(parsed) => out.entries.push(Entry {
                     source: source.to_string(),
                     document: name.clone(),
                     index: i,
-                    rule,
-                    not_before,
-                    description: description.clone(),
+                    rule: parsed.rule,
+                    not_before: parsed.not_before,
+                    // The entry's own words (every entry of the seed has some), else the
+                    // document's.
+                    description: parsed.description.or_else(|| description.clone()),
                 }),
                 Err(e) => out.errors.push(format!("{where_doc} entry {i}: {e}")),
             }
@@ -96,7 +102,14 @@ pub fn parse_values(source: &str, docs: &[Value]) -> Loaded {
     out
 }
 
-fn parse_entry(raw: &Value) -> Result<(Rule, Option<OffsetDateTime>), String> {
+/// One entry, as read.
+struct ParsedEntry {
+    rule: Rule,
+    not_before: Option<OffsetDateTime>,
+    description: Option<String>,
+}
+
+fn parse_entry(raw: &Value) -> Result<ParsedEntry, String> {
     let obj = raw.as_object().ok_or("an entry must be a mapping")?;
     let kind = obj
         .get("kind")
@@ -154,7 +167,7 @@ fn parse_entry(raw: &Value) -> Result<(Rule, Option<OffsetDateTime>), String> {
     };
     if let Some(extra) = obj
         .keys()
-        .find(|k| !["kind", "notBefore", allowed].contains(&k.as_str()))
+        .find(|k| !["kind", "notBefore", "description", allowed].contains(&k.as_str()))
     {
         return Err(format!("unknown field {extra:?} for kind {kind}"));
     }
@@ -166,7 +179,16 @@ fn parse_entry(raw: &Value) -> Result<(Rule, Option<OffsetDateTime>), String> {
         ),
         Some(other) => return Err(format!("notBefore {other} is not an RFC 3339 time")),
     };
-    Ok((rule, not_before))
+    let description = match obj.get("description") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.trim().to_string()),
+        Some(other) => return Err(format!("description {other} is not a string")),
+    };
+    Ok(ParsedEntry {
+        rule,
+        not_before,
+        description,
+    })
 }
 
 /// Every `*.yaml` / `*.yml` in a node directory, in name order. A missing directory is no

@@ -4,8 +4,8 @@ use time::OffsetDateTime;
 
 use super::plan::{leaf_spec, rfc3339, Current, Reason};
 use super::revoked::{blocked_by, floor_for, future_identity, reason_to_rotate};
-use super::scan::{current_kubeconfig_cert, current_pair, read};
-use super::{outcome, Action, Outcome, Request, CA_WARN_WITHIN};
+use super::scan::{current_kubeconfig_cert, current_pair, latest_in_history, read};
+use super::{outcome, Action, Failure, Outcome, Request, CA_WARN_WITHIN};
 use crate::config::{CaRef, CertificateSpec, KubeconfigSpec};
 use crate::kube::kubeconfig;
 use crate::paths::NodeRoot;
@@ -80,17 +80,18 @@ pub fn rotate_certificate(
     revs: &[Entry],
 ) -> Outcome {
     let (current, current_key, template) = current_pair(root, &spec.cert, &spec.key);
+    let template = template.or_else(|| latest_in_history(root, store, &spec.cert, &spec.key));
     let mut out = outcome(
         &spec.name,
         &spec.cert,
         &current,
-        Action::Failed(String::new()),
+        Action::Failed(Failure::permanent("")),
     );
     let reason = match reason_to_rotate(&current, revs, policy, req) {
         Ok(r) => r,
         Err(action) => return Outcome { action, ..out },
     };
-    let result = (|| -> Result<Outcome, String> {
+    let result = (|| -> Result<Outcome, Failure> {
         let ca = load_ca(root, &spec.ca, req.now)?;
         let leaf = leaf_spec(
             spec.subject.as_ref(),
@@ -122,7 +123,7 @@ pub fn rotate_certificate(
                 key_pem.as_bytes(),
                 req.now,
             )
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Failure::transient(e.to_string()))?;
         let mut warnings = ca_warnings(&ca, &issued, req.now);
         if let Some(e) = installed.prune_error {
             warnings.push(format!("old versions not pruned: {e}"));
@@ -159,11 +160,11 @@ pub fn rotate_kubeconfig(
                 &spec.name,
                 &spec.path,
                 &Current::Missing,
-                Action::Failed(String::new()),
+                Action::Failed(Failure::permanent("")),
             );
-            o.action = Action::Failed(format!(
+            o.action = Action::Failed(Failure::permanent(format!(
                 "{e} (the agent renews the client certificate of an existing kubeconfig; it does not create one)"
-            ));
+            )));
             return o;
         }
     };
@@ -172,13 +173,13 @@ pub fn rotate_kubeconfig(
         &spec.name,
         &spec.path,
         &current,
-        Action::Failed(String::new()),
+        Action::Failed(Failure::permanent("")),
     );
     let reason = match reason_to_rotate(&current, revs, policy, req) {
         Ok(r) => r,
         Err(action) => return Outcome { action, ..out },
     };
-    let result = (|| -> Result<Outcome, String> {
+    let result = (|| -> Result<Outcome, Failure> {
         let ca = load_ca(root, &spec.ca, req.now)?;
         let leaf = leaf_spec(
             spec.subject.as_ref(),
@@ -213,7 +214,7 @@ pub fn rotate_kubeconfig(
         // its mode and owner.
         store
             .write_file(&spec.path, new_text.as_bytes(), FileSpec::KEY)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Failure::transient(e.to_string()))?;
         Ok(Outcome {
             action: Action::Rotated(reason.clone()),
             after: Some((issued.info.serial.clone(), issued.info.not_after)),

@@ -4,7 +4,7 @@ use time::Duration;
 
 use super::plan::Current;
 use super::revoked::{blocked_by, future_identity, reason_to_rotate};
-use super::{outcome, Action, Outcome, Request};
+use super::{outcome, Action, Failure, Outcome, Request};
 use crate::kubelet::{Node, Progress};
 use crate::pki::csr::KubeletCert;
 use crate::pki::issue::LeafSpec;
@@ -26,7 +26,12 @@ pub async fn rotate_kubelet(
         Err(e) => Current::Broken(e),
     };
     let path = node.current_pem(kind);
-    let mut out = outcome(kind.name(), &path, &current, Action::Failed(String::new()));
+    let mut out = outcome(
+        kind.name(),
+        &path,
+        &current,
+        Action::Failed(Failure::permanent("")),
+    );
     let reason = match reason_to_rotate(&current, revs, policy, req) {
         Ok(r) => r,
         Err(action) => return Outcome { action, ..out },
@@ -68,7 +73,7 @@ pub async fn rotate_kubelet(
             out
         }
         Err(e) => {
-            out.action = Action::Failed(e.to_string());
+            out.action = Action::Failed(crate::kubelet::classify(&e));
             out
         }
     }

@@ -18,6 +18,7 @@ use time::{Duration, OffsetDateTime};
 
 use crate::config::Config;
 use crate::kubelet::{Node, Progress};
+pub use crate::lifecycle::{Failure, FailureClass};
 use crate::paths::NodeRoot;
 use crate::pki::csr::KubeletCert;
 use crate::revocation::{self, crl};
@@ -61,7 +62,7 @@ pub enum Action {
     Blocked {
         entry: String,
     },
-    Failed(String),
+    Failed(Failure),
 }
 
 impl Outcome {
@@ -195,7 +196,11 @@ pub async fn rotate(
             _ => None,
         })
         .collect();
-    crl::update(root, config, &revs, &replaced, req.now, progress);
+    // Execution is the only writer: a dry run (`rotate --dry-run`, the daemon's rescans)
+    // leaves the CRLs as they are.
+    if !req.dry_run {
+        crl::update(root, config, &revs, &replaced, req.now, progress);
+    }
     if let Some(spec) = &config.kubelet {
         let node = Node {
             root,
@@ -225,7 +230,9 @@ async fn blocking(
         Err(e) => Outcome {
             name,
             path,
-            action: Action::Failed(format!("internal error: the rotation task failed: {e}")),
+            action: Action::Failed(Failure::transient(format!(
+                "internal error: the rotation task failed: {e}"
+            ))),
             before: None,
             after: None,
             warnings: vec![],

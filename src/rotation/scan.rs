@@ -6,6 +6,7 @@ use super::plan::Current;
 use crate::kube::kubeconfig::{self, Kubeconfig};
 use crate::paths::{self, NodeRoot};
 use crate::pki::{key, keygen, parse_material, CertInfo};
+use crate::store::{Managed, PkiStore, Store};
 
 pub(super) fn read(root: &NodeRoot, p: &Path) -> Result<Vec<u8>, String> {
     root.read(p).map_err(|e| format!("{}: {e}", p.display()))
@@ -115,4 +116,26 @@ pub(super) fn current_kubeconfig_cert(root: &NodeRoot, path: &Path, text: &[u8])
         Ok(false) => broken("client key does not match the client certificate".into()),
         Err(e) => broken(format!("client key: {e}")),
     }
+}
+
+/// The certificate of the newest version in the pair's history, when the live one is gone:
+/// a deleted certificate is re-issued with the subject and SANs it had.
+pub(super) fn latest_in_history(
+    root: &NodeRoot,
+    store: &Store,
+    cert: &Path,
+    key: &Path,
+) -> Option<CertInfo> {
+    let managed = Managed::Pair {
+        cert: cert.to_path_buf(),
+        key: key.to_path_buf(),
+    };
+    let versions = store.versions(&managed).ok()?;
+    let file = cert.file_name()?;
+    versions.iter().rev().find_map(|v| {
+        let path = cert.parent()?.join(&v.name).join(file);
+        let bytes = root.read(&path).ok()?;
+        let m = parse_material(&bytes).ok()?;
+        CertInfo::parse(m.certificates.first()?).ok()
+    })
 }

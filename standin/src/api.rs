@@ -213,6 +213,16 @@ fn authorize(
     if user.in_group("system:masters") {
         return Ok(());
     }
+    let attrs = crate::rbac::Attrs {
+        verb,
+        group: GROUP,
+        resource: RESOURCE,
+        subresource: sub,
+        name,
+    };
+    if crate::rbac::allows(shared, user, &attrs) {
+        return Ok(());
+    }
     let is_bootstrapper = user.in_group("system:bootstrappers");
     let node_name = user
         .name
@@ -395,6 +405,20 @@ async fn route(
     if path == RENEW_REVOCATIONS {
         return renew_revocations(shared, user, &method);
     }
+    if let Some(t) = crate::objects::parse_path(path) {
+        let body = if method == Method::POST || method == Method::PUT {
+            match read_body(req.into_body()).await {
+                Ok(b) => b,
+                Err(e) => return error_response(&e),
+            }
+        } else {
+            Vec::new()
+        };
+        return match crate::objects::handle(shared, user, &method, &t, query, &body) {
+            Ok((code, v)) => json_response(code, &v),
+            Err(e) => error_response(&e),
+        };
+    }
     let Some(rest) = path.strip_prefix(API_PREFIX) else {
         return error_response(&ApiError::new(
             404,
@@ -472,7 +496,9 @@ async fn route(
             .and_then(|_| get(shared, n))
             .map(|o| if wants_table(&req) { table(shared, &[o]) } else { json_response(200, &o) }),
         (&Method::PUT, Some(n), Some(s)) => {
-            match authorize(shared, user, "update", Some(s), Some(n), None) {
+            match authorize(shared, user, "update", Some(s), Some(n), None)
+                .and_then(|_| approval_admission(shared, user, n, s))
+            {
                 Err(e) => Err(e),
                 Ok(()) => match read_body(req.into_body()).await {
                     Err(e) => Err(e),
@@ -489,6 +515,23 @@ async fn route(
         )),
     };
     result.unwrap_or_else(|e| error_response(&e))
+}
+
+/// CertificateApproval admission: approval updates also need `approve` on the CSR's signer.
+fn approval_admission(shared: &Shared, user: &User, name: &str, sub: &str) -> Result<(), ApiError> {
+    if sub != "approval" {
+        return Ok(());
+    }
+    let signer = get(shared, name)?.spec.signer_name;
+    if crate::rbac::may_approve(shared, user, &signer) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        403,
+        "Forbidden",
+        format!("{RESOURCE}.{GROUP} \"{name}\" is forbidden: user not permitted to approve requests with signerName \"{signer}\""),
+    )
+    .with_name(name))
 }
 
 fn wants_table(req: &Request<hyper::body::Incoming>) -> bool {
@@ -510,17 +553,26 @@ fn version() -> Value {
 
 fn discovery(shared: &Shared, path: &str) -> Option<Value> {
     let gv = json!({"groupVersion": "certificates.k8s.io/v1", "version": "v1"});
+    let coordination = json!({"groupVersion": "coordination.k8s.io/v1", "version": "v1"});
     match path {
         "/api" => Some(json!({
             "kind": "APIVersions", "versions": ["v1"],
             "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": *lock(&shared.addr)}]
         })),
-        "/api/v1" => {
-            Some(json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": []}))
-        }
+        "/api/v1" => Some(
+            json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": crate::objects::discovery_resources("/api/v1")}),
+        ),
+        "/apis/coordination.k8s.io" => Some(json!({
+            "kind": "APIGroup", "apiVersion": "v1", "name": "coordination.k8s.io", "versions": [coordination], "preferredVersion": coordination
+        })),
+        "/apis/coordination.k8s.io/v1" => Some(json!({
+            "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "coordination.k8s.io/v1",
+            "resources": crate::objects::discovery_resources("/apis/coordination.k8s.io/v1")
+        })),
         "/apis" => Some(json!({
             "kind": "APIGroupList", "apiVersion": "v1",
-            "groups": [{"name": GROUP, "versions": [gv], "preferredVersion": gv}]
+            "groups": [{"name": GROUP, "versions": [gv], "preferredVersion": gv},
+                       {"name": "coordination.k8s.io", "versions": [coordination], "preferredVersion": coordination}]
         })),
         "/apis/certificates.k8s.io" => Some(json!({
             "kind": "APIGroup", "apiVersion": "v1", "name": GROUP, "versions": [gv], "preferredVersion": gv
@@ -726,7 +778,7 @@ fn table_value(rv: u64, items: &[CertificateSigningRequest]) -> Value {
     })
 }
 
-fn random_suffix() -> String {
+pub(crate) fn random_suffix() -> String {
     // apiserver's generateName alphabet (no vowels, no confusable digits), 5 characters.
     const ALPHA: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut b = [0u8; 5];
@@ -736,7 +788,7 @@ fn random_suffix() -> String {
         .collect()
 }
 
-fn uuid4() -> String {
+pub(crate) fn uuid4() -> String {
     let mut b = [0u8; 16];
     crate::ca::random_bytes(&mut b);
     b[6] = (b[6] & 0x0f) | 0x40;

@@ -12,8 +12,11 @@
 
 mod api;
 mod ca;
+mod cluster;
 mod controllers;
+mod objects;
 mod proto;
+mod rbac;
 mod state;
 
 use std::collections::{HashMap, HashSet};
@@ -31,6 +34,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 pub use api::{condition_summary, APISERVER_CLIENT, CLIENT_KUBELET, KUBELET_SERVING};
 pub use ca::CertAndKey;
 pub use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+pub use rbac::Subject;
 pub use state::{Faults, RequestRecord};
 
 use state::{lock, EventKind, Shared, Store};
@@ -218,6 +222,8 @@ impl StandIn {
             approver_seen: Mutex::new(HashSet::new()),
             addr: Mutex::new(addr.to_string()),
             renew_revocations: Mutex::new(vec![]),
+            objects: Mutex::new(Default::default()),
+            bindings: Mutex::new(vec![]),
         });
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

@@ -90,6 +90,10 @@ pub struct Shared {
     pub addr: Mutex<String>,
     /// RenewRevocation objects in kube-system (certificates.microsoft.com/v1), as JSON.
     pub renew_revocations: Mutex<Vec<serde_json::Value>>,
+    /// Nodes, Leases and Events (crate::objects).
+    pub objects: Mutex<crate::objects::Objects>,
+    /// ClusterRoles bound to users or groups (crate::rbac).
+    pub bindings: Mutex<crate::rbac::Bindings>,
 }
 
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

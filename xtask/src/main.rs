@@ -99,9 +99,27 @@ fn completions(out: &Path) -> anyhow::Result<Vec<PathBuf>> {
         let mut cmd = command();
         let path = clap_complete::generate_to(shell, &mut cmd, NAME, out)
             .with_context(|| format!("{shell} completions into {}", out.display()))?;
+        if shell == Shell::Bash {
+            let text = std::fs::read_to_string(&path)?;
+            std::fs::write(&path, fix_bash_states(&text))
+                .with_context(|| format!("write {}", path.display()))?;
+        }
         written.push(path);
     }
     Ok(written)
+}
+
+/// clap_complete's bash script spells a subcommand's state two ways for a hyphenated bin
+/// name: the loop builds `kube__cert__agent__subcmd__check`, the case arms say
+/// `kube__subcmd__cert__subcmd__agent__subcmd__check`, so no subcommand option ever
+/// completes (clap-rs/clap#6421). Spell the arms as the loop does.
+fn fix_bash_states(script: &str) -> String {
+    let fn_name = NAME.replace('-', "__");
+    let broken = NAME.replace('-', "__subcmd__");
+    script.replace(
+        &format!("{broken}__subcmd__"),
+        &format!("{fn_name}__subcmd__"),
+    )
 }
 
 fn main() -> ExitCode {
@@ -131,5 +149,56 @@ fn main() -> ExitCode {
             eprintln!("xtask: error: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What bash offers for `words` with the cursor on the last one, from the generated
+    /// script sourced in a real bash.
+    fn complete(script: &Path, words: &[&str]) -> Vec<String> {
+        let cword = words.len() - 1;
+        let quoted: Vec<String> = words.iter().map(|w| format!("'{w}'")).collect();
+        let prog = format!(
+            "source '{}'\nCOMP_WORDS=({})\nCOMP_CWORD={cword}\n\
+             _kube__cert__agent kube-cert-agent '{}' '{}'\nprintf '%s\\n' \"${{COMPREPLY[@]}}\"\n",
+            script.display(),
+            quoted.join(" "),
+            words[cword],
+            words[cword - 1],
+        );
+        let out = std::process::Command::new("bash")
+            .args(["--norc", "-c", &prog])
+            .output()
+            .expect("bash runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+
+    #[test]
+    fn bash_completes_subcommand_options() {
+        let dir = std::env::temp_dir().join(format!("xtask-completions-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let written = completions(&dir).unwrap();
+        let bash = written
+            .iter()
+            .find(|p| p.extension().is_some_and(|e| e == "bash"))
+            .unwrap();
+        assert_eq!(
+            complete(bash, &["kube-cert-agent", "check", "--o"]),
+            ["--output"]
+        );
+        assert!(complete(bash, &["kube-cert-agent", "rotate", "--"]).contains(&"--dry-run".into()));
+        assert!(complete(bash, &["kube-cert-agent", "ch"]).contains(&"check".into()));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
