@@ -111,7 +111,7 @@ fn keys_and_serials_never_repeat_across_processes() {
         "apiVersion: kube-cert-agent.io/v1alpha1\nkind: AgentConfiguration\ncertificates:\n\
          - name: apiserver\n  ca: {cert: /etc/kubernetes/pki/ca.crt, key: /etc/kubernetes/pki/ca.key}\n  \
          cert: /etc/kubernetes/pki/apiserver.crt\n  key: /etc/kubernetes/pki/apiserver.key\n  \
-         subject: {commonName: kube-apiserver}\n  usages: [serverAuth]\n",
+         subject: {commonName: kube-apiserver}\n  dnsNames: [kubernetes]\n  usages: [serverAuth]\n",
     )
     .unwrap();
     let runs = 12;
