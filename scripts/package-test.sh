@@ -140,6 +140,11 @@ role = next(x for x in docs if x["kind"] == "ClusterRole")
 assert role["rules"][0]["resources"] == ["renewrevocations"] and "list" in role["rules"][0]["verbs"]
 binding = next(x for x in docs if x["kind"] == "RoleBinding")
 assert binding["metadata"]["namespace"] == "kube-system" and binding["subjects"][0]["name"] == "system:nodes"
+# Nodes record Events about themselves (create, and patch for the count of a repeated one).
+ev = next(x for x in docs if x["kind"] == "ClusterRole" and x["metadata"]["name"] == "kube-cert-agent:node-events")
+assert ev["rules"][0]["resources"] == ["events"] and set(ev["rules"][0]["verbs"]) == {"create", "patch"}
+evb = next(x for x in docs if x["kind"] == "ClusterRoleBinding")
+assert evb["roleRef"]["name"] == "kube-cert-agent:node-events" and evb["subjects"][0]["name"] == "system:nodes"
 assert d["apiVersion"] == "apiextensions.k8s.io/v1" and d["kind"] == "CustomResourceDefinition"
 assert d["metadata"]["name"] == "renewrevocations.certificates.microsoft.com"
 s = d["spec"]; assert s["scope"] == "Namespaced" and s["names"]["kind"] == "RenewRevocation"

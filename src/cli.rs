@@ -522,9 +522,18 @@ fn check(root: &NodeRoot, config: &Config, args: &CheckArgs) -> Result<ExitCode,
         eprintln!("warning: revocation entry ignored: {e}");
     }
     crate::check::apply_revocations(&mut rows, &entries, &revs.entries);
+    // What the config declares and the node lacks (only for the node's own report).
+    let absent = if args.paths.is_empty() {
+        crate::absent::find(root, config)
+    } else {
+        vec![]
+    };
+    rows.extend(crate::absent::missing_rows(&absent));
     let text = match args.output {
         Output::Json => crate::check::render_json(&rows),
-        Output::Table => crate::check::render_table(&rows),
+        Output::Table => {
+            crate::check::render_table(&rows) + &crate::absent::render_not_here(&absent)
+        }
     };
     let mut out = std::io::stdout().lock();
     // A closed pipe (`check | head`) is not an error worth a panic.
