@@ -56,6 +56,11 @@ impl Entry {
         }
     }
 
+    /// A file that should hold a certificate but cannot be used, and why.
+    pub fn problem_at(path: String, problem: String) -> Entry {
+        Entry::problem(path, None, problem)
+    }
+
     /// `path` or `path (location)`.
     pub fn label(&self) -> String {
         match &self.location {

@@ -11,6 +11,7 @@ pub mod ca_rotation;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod declared;
 pub mod events;
 pub mod exit;
 pub mod inventory;

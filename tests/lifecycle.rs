@@ -333,3 +333,34 @@ fn a_pending_serving_csr_holds_up_nothing_else() {
     d.signal("TERM");
     assert_eq!(d.wait_exit(T), Some(0), "{}", d.log_text());
 }
+
+#[test]
+fn a_server_that_never_answers_times_out_naming_the_server() {
+    let api = StandIn::start(Options::default()).expect("stand-in starts");
+    // Accepts connections and never says a word (not even the TLS handshake).
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://{}", silent.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = vec![];
+        for s in silent.incoming() {
+            held.push(s);
+        }
+    });
+    let node = NodeTree::new();
+    std::fs::write(
+        node.path("/var/lib/kubelet/bootstrap-kubeconfig"),
+        api.bootstrap_kubeconfig().replace(&api.url(), &url),
+    )
+    .unwrap();
+    config(
+        &node,
+        "nodeName: node-1\nkubelet:\n  serving: {enabled: false}\n  csrTimeout: 3s\n  requestTimeout: 1s\n",
+    );
+    let out = node.agent(&["rotate", "kubelet-client"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    assert!(
+        text.contains(&format!("{url}: no answer within 1s")),
+        "{text}"
+    );
+}

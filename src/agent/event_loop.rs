@@ -85,6 +85,10 @@ impl Agent {
         let mut hup_gate = Gate::hup();
         let mut fs_gate = Gate::fs();
         let mut fs_paths: Vec<PathBuf> = vec![];
+        // Wall and monotonic clocks at the last wake: a difference between their advances
+        // is a clock step, after which every deadline is planned again.
+        let mut last_wall = OffsetDateTime::now_utc();
+        let mut last_mono = std::time::Instant::now();
         loop {
             #[cfg(feature = "failpoints")]
             if crate::store::failpoint::action(super::STALL_POINT).as_deref() == Some("stall") {
@@ -94,6 +98,17 @@ impl Agent {
                 }
             }
             let now = OffsetDateTime::now_utc();
+            if let Some(jump) = schedule::clock_jump(last_wall, now, last_mono.elapsed()) {
+                tracing::warn!(
+                    JUMP_SECONDS = jump.whole_seconds(),
+                    "the wall clock jumped by {jump} since the last wake: re-planning every certificate"
+                );
+                self.resync_at = now + schedule::RESYNC;
+                pinging(&mut wd_tick, self.cycle(&[], false, "clock jump")).await;
+            }
+            last_wall = OffsetDateTime::now_utc();
+            last_mono = std::time::Instant::now();
+            let now = last_wall;
             let (at, why) = self.next_wake();
             let nap = schedule::sleep_for(now, at);
             let hup_at = hup_gate.fire_at();
@@ -163,7 +178,7 @@ impl Agent {
         }
         sd::stopping();
         self.save_state();
-        let _ = std::fs::remove_file(control::socket_path(&self.root));
+        control::unbind(&self.root);
         Ok(ExitCode::Ok)
     }
 

@@ -182,7 +182,7 @@ fn actions_of(config: &Config, name: &str) -> Vec<Action> {
 
 fn watch_dirs(root: &NodeRoot, config: &Config, config_file: &Path) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = config
-        .managed_directories()
+        .watch_directories()
         .iter()
         .map(|d| root.host_path(d))
         .collect();

@@ -37,6 +37,22 @@ impl FileSpec {
         owner: None,
     };
 
+    /// The spec for a new private key replacing a file with this spec: owner and group
+    /// kept, mode 0600 whatever the old file's (said in the log when that tightens it).
+    pub fn private(self, path: &Path) -> FileSpec {
+        if self.mode != 0o600 {
+            tracing::warn!(
+                path = %path.display(),
+                "private key mode {:04o} tightened to 0600 for the new key",
+                self.mode
+            );
+        }
+        FileSpec {
+            mode: 0o600,
+            ..self
+        }
+    }
+
     /// The spec of an existing file: its permission bits and owner.
     pub fn of(st: &Stat) -> FileSpec {
         FileSpec {
@@ -53,7 +69,8 @@ pub enum Entry {
     File(Stat),
     Symlink(PathBuf),
     Directory,
-    Other,
+    /// A socket, FIFO or device, in words.
+    Other(&'static str),
 }
 
 /// An open, exclusively locked managed directory.
@@ -82,58 +99,9 @@ impl ManagedDir {
         let host = root.host_path(node_dir);
         let node = Path::new("/").join(paths::normalize(paths::relative(node_dir)));
         let io = |op, e: Errno| StoreError::io(&host, op, errno(e));
-        let rootfd = rustix::fs::open(
-            root.root(),
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| StoreError::io(root.root(), "open root", errno(e)))?;
-        let rel = paths::relative(&node);
-        let open_in_root = |p: &Path| {
-            let p = if p.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                p
-            };
-            rustix::fs::openat2(
-                &rootfd,
-                p,
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-                ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-            )
-        };
-        let fd = match open_in_root(rel) {
-            Ok(fd) => fd,
-            Err(Errno::NOENT) if create => {
-                // mkdir -p, one component at a time, each relative to its opened parent.
-                let mut cur = open_in_root(Path::new("")).map_err(|e| io("open", e))?;
-                let mut sofar = PathBuf::new();
-                for c in rel.components() {
-                    sofar.push(c);
-                    let created = match rustix::fs::mkdirat(
-                        &cur,
-                        c.as_os_str(),
-                        Mode::from_raw_mode(0o755),
-                    ) {
-                        Ok(()) => {
-                            rustix::fs::fsync(&cur).map_err(|e| io("fsync directory", e))?;
-                            true
-                        }
-                        Err(Errno::EXIST) => false,
-                        Err(e) => return Err(io("create directory", e)),
-                    };
-                    cur = open_in_root(&sofar).map_err(|e| io("open", e))?;
-                    if created {
-                        // 0755 whatever the umask (the unit sets UMask=0077).
-                        rustix::fs::fchmod(&cur, Mode::from_raw_mode(0o755))
-                            .map_err(|e| io("chmod", e))?;
-                    }
-                }
-                cur
-            }
-            Err(e) => return Err(io("open directory", e)),
-        };
+        let fd = root
+            .open_dir(&node, create)
+            .map_err(|e| StoreError::io(&host, "open directory", e))?;
         rustix::fs::flock(&fd, FlockOperation::LockExclusive).map_err(|e| io("lock", e))?;
         Ok(ManagedDir { fd, node, host })
     }
@@ -178,7 +146,7 @@ impl ManagedDir {
                 FileType::RegularFile => Entry::File(st),
                 FileType::Directory => Entry::Directory,
                 FileType::Symlink => Entry::Symlink(self.read_link(name)?),
-                _ => Entry::Other,
+                _ => Entry::Other(paths::mode_in_words(st.st_mode)),
             }),
         }
     }
@@ -231,6 +199,7 @@ impl ManagedDir {
             }),
             _ => Err(StoreError::NotAFile {
                 path: self.host_path(name),
+                kind: paths::mode_in_words(st.st_mode),
             }),
         }
     }
