@@ -74,7 +74,12 @@ pub enum Command {
     /// Approve kubelet-serving CSRs that can be proven (a cluster controller; see README).
     Approver(crate::approver::ApproverArgs),
     /// Print the version.
-    Version,
+    Version {
+        /// Also the crypto library and where keys, signatures and serials get their
+        /// randomness.
+        #[arg(long)]
+        verbose: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -167,8 +172,13 @@ pub fn run(cli: Cli) -> Result<ExitCode, Fatal> {
         )));
     }
     match cli.command {
-        Command::Version => {
+        Command::Version { verbose } => {
             println!("kube-cert-agent {}", env!("CARGO_PKG_VERSION"));
+            if verbose {
+                for l in crate::pki::randomness::describe() {
+                    println!("{l}");
+                }
+            }
             Ok(ExitCode::Ok)
         }
         Command::Run => crate::agent::run(root, cli.config.as_deref()),

@@ -20,6 +20,7 @@ pub mod kubeadm;
 pub mod kubelet;
 pub mod lifecycle;
 pub mod metrics;
+pub mod parallel;
 pub mod paths;
 pub mod pki;
 pub mod remote;
