@@ -210,6 +210,9 @@ pub struct Life {
     /// What the journal last said (so a repeated failure is not said again).
     pub reported: Option<String>,
     pub logged_at: Option<OffsetDateTime>,
+    /// Failures since the last success. Kept in the life, not the phase: a retry goes
+    /// Backoff -> Due -> Issuing -> Failed, and the backoff must still grow.
+    pub failures: u32,
 }
 
 impl Default for Life {
@@ -218,6 +221,7 @@ impl Default for Life {
             phase: Phase::Unknown,
             reported: None,
             logged_at: None,
+            failures: 0,
         }
     }
 }
@@ -324,10 +328,7 @@ pub fn transition(
             deadline: *deadline,
         },
         (_, Event::Failed { class, error }) => {
-            let attempts = match old {
-                Phase::Backoff { attempts, .. } => attempts + 1,
-                _ => 1,
-            };
+            let attempts = life.failures.saturating_add(1);
             Phase::Backoff {
                 until: now + settings.wait(*class, attempts, u),
                 attempts,
@@ -336,10 +337,17 @@ pub fn transition(
             }
         }
     };
+    let failures = match (&next, event) {
+        (Phase::Backoff { attempts, .. }, Event::Failed { .. }) => *attempts,
+        (_, Event::Installed { .. } | Event::Forced) => 0,
+        (Phase::Valid { .. }, _) => 0,
+        _ => life.failures,
+    };
     let mut out = Life {
         phase: next,
         reported: life.reported.clone(),
         logged_at: life.logged_at,
+        failures,
     };
     let installed = matches!(event, Event::Installed { .. });
     match report_key(&out.phase) {

@@ -345,3 +345,49 @@ fn one_permanently_failing_certificate_over_an_hour() {
     assert_eq!(attempts, 1);
     assert!(said <= 3, "{said} journal lines");
 }
+
+/// A retry goes Backoff -> Due -> Issuing -> Failed: the failure count must survive the
+/// trip through Issuing, or a long API outage is retried every second (found by the fleet
+/// simulator).
+#[test]
+fn transient_backoff_grows_across_retries_and_resets_on_success() {
+    let transient = || Event::Failed {
+        class: FailureClass::Transient,
+        error: "503 from https://api:6443".into(),
+    };
+    let mut life = at(Phase::Valid { deadline: T0 });
+    let mut now = T0;
+    let mut waits = Vec::new();
+    for _ in 0..6 {
+        life = step(&life, Event::Started, now).0;
+        life = step(&life, transient(), now).0;
+        let Phase::Backoff { until, attempts, .. } = life.phase.clone() else {
+            panic!("not in backoff: {:?}", life.phase)
+        };
+        assert_eq!(attempts, life.failures);
+        waits.push(until - now);
+        now = until;
+        life = step(
+            &life,
+            Event::Observed(Observation::Due {
+                reason: "expired".into(),
+            }),
+            now,
+        )
+        .0;
+    }
+    assert_eq!(life.failures, 6);
+    // u = 0.5: 1 s (floor), 2 s, 4 s, 8 s, 16 s, 32 s.
+    let secs: Vec<i64> = waits.iter().map(|w| w.whole_seconds()).collect();
+    assert_eq!(secs, vec![1, 2, 4, 8, 16, 32]);
+    life = step(&life, Event::Started, now).0;
+    let (done, _) = step(
+        &life,
+        Event::Installed {
+            serial: "01".into(),
+            deadline: now + Duration::days(3),
+        },
+        now,
+    );
+    assert_eq!(done.failures, 0);
+}
