@@ -94,6 +94,7 @@ install: build man completions
 	$(INSTALL) -m 0644 etc/kube-cert-agent/revocations.d/README \
 		$(DESTDIR)$(SYSCONFDIR)/kube-cert-agent/revocations.d/README
 	$(INSTALL) -m 0644 etc/crds/renewrevocations.certificates.microsoft.com.yaml \
+		etc/crds/carotations.kube-cert-agent.io.yaml \
 		$(DESTDIR)$(DATADIR)/kube-cert-agent/crds/
 	$(INSTALL) -m 0644 $(GEN)/man/kube-cert-agent.8.gz $(DESTDIR)$(MANDIR)/man8/
 	$(INSTALL) -m 0644 packaging/copyright $(DESTDIR)$(DOCDIR)/copyright

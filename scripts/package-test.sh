@@ -66,6 +66,7 @@ expected_rpm_files=(
   /etc/kube-cert-agent/config.yaml
   /etc/kube-cert-agent/revocations.d
   /usr/share/kube-cert-agent/crds/renewrevocations.certificates.microsoft.com.yaml
+  /usr/share/kube-cert-agent/crds/carotations.kube-cert-agent.io.yaml
   /usr/share/man/man8/kube-cert-agent.8.gz
   /usr/share/bash-completion/completions/kube-cert-agent
   /usr/share/zsh/site-functions/_kube-cert-agent
@@ -118,6 +119,7 @@ expected_deb=(
   "/etc/kube-cert-agent/revocations.d 755"
   "/etc/kube-cert-agent/revocations.d/README 644"
   "/usr/share/kube-cert-agent/crds/renewrevocations.certificates.microsoft.com.yaml 644"
+  "/usr/share/kube-cert-agent/crds/carotations.kube-cert-agent.io.yaml 644"
   "/usr/share/man/man8/kube-cert-agent.8.gz 644"
   "/usr/share/bash-completion/completions/kube-cert-agent 644"
   "/usr/share/zsh/vendor-completions/_kube-cert-agent 644"

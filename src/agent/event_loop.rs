@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use super::schedule::{self, Gate};
 use super::socket::serve_connection;
-use super::{watch_dirs, Agent, ControlMsg};
+use super::{watch_dirs, Agent, ControlMsg, TaskMsg};
 use crate::exit::{ExitCode, Fatal};
 use crate::rotation::{self, plan::rfc3339};
 use crate::service::control;
@@ -71,12 +71,16 @@ impl Agent {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             t
         });
-        // Reconcile, then READY=1.
+        let mut task_rx = self.tasks.1.take().expect("the loop runs once");
+        // Reconcile, then READY=1: at once when the kubelet's client certificate is not
+        // being requested, else when its task reports (a serving CSR never holds it up).
         sd::status("reconciling");
         pinging(&mut wd_tick, self.cycle(&[], false, "start-up")).await;
-        let status = self.status_line();
-        tracing::info!("ready: {status}");
-        sd::ready(&status);
+        let mut ready = false;
+        if !self.client_in_flight() {
+            self.announce_ready();
+            ready = true;
+        }
 
         let mut hup_gate = Gate::hup();
         let mut fs_gate = Gate::fs();
@@ -125,6 +129,14 @@ impl Agent {
                     let tx = ctl_tx.clone();
                     tokio::spawn(serve_connection(stream, tx));
                 }
+                Some(msg) = task_rx.recv() => {
+                    let TaskMsg::Outcome(o, why) = msg;
+                    pinging(&mut wd_tick, self.apply(std::slice::from_ref(&*o), &why)).await;
+                    if !ready && !self.client_in_flight() {
+                        self.announce_ready();
+                        ready = true;
+                    }
+                }
                 Some((req, reply)) = ctl_rx.recv() => {
                     let r = pinging(&mut wd_tick, self.on_control(req)).await;
                     let _ = reply.send(r);
@@ -170,5 +182,19 @@ impl Agent {
                 Err(e) => tracing::warn!("cannot watch {}: {e}", d.display()),
             }
         }
+    }
+}
+
+impl Agent {
+    fn client_in_flight(&self) -> bool {
+        self.certs.iter().any(|c| {
+            c.name == crate::pki::csr::KubeletCert::Client.name() && c.life.phase.in_flight()
+        })
+    }
+
+    fn announce_ready(&self) {
+        let status = self.status_line();
+        tracing::info!("ready: {status}");
+        sd::ready(&status);
     }
 }
