@@ -62,15 +62,20 @@ impl Agent {
     }
 
     /// Where a CSR's progress goes: the pending-CSR gauge and the Node's events.
-    fn csr_sink(&self) -> crate::kubelet::notice::Sink {
+    pub(super) fn csr_sink(&self) -> crate::kubelet::notice::Sink {
         use crate::kubelet::notice::CsrNotice;
         let (metrics, events) = (self.metrics.clone(), self.events.clone());
+        let (root, saved) = (self.root.clone(), self.saved.clone());
         std::sync::Arc::new(move |n: CsrNotice| {
             match &n {
                 CsrNotice::Created { csr, signer } => {
-                    metrics.csr_pending(signer, csr, OffsetDateTime::now_utc())
+                    metrics.csr_pending(signer, csr, OffsetDateTime::now_utc());
+                    super::save_pending_csrs(&root, &saved, &metrics);
                 }
-                CsrNotice::Ended { signer } => metrics.csr_settled(signer),
+                CsrNotice::Ended { signer } => {
+                    metrics.csr_settled(signer);
+                    super::save_pending_csrs(&root, &saved, &metrics);
+                }
                 _ => {}
             }
             events.csr(&n);

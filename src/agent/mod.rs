@@ -91,6 +91,8 @@ struct Agent {
     watchdog: Option<Duration>,
     metrics: crate::metrics::Hub,
     events: crate::events::Recorder,
+    /// The last state.json written (for the pending-CSR rewrite).
+    saved: SavedState,
     /// Reports of tasks (kubelet CSRs) to the main loop.
     tasks: (
         mpsc::UnboundedSender<TaskMsg>,
@@ -222,6 +224,7 @@ impl Agent {
             watchdog: sd::watchdog_interval(),
             metrics: metrics.clone(),
             events: crate::events::Recorder::off(metrics),
+            saved: SavedState::default(),
             tasks: {
                 let (tx, rx) = mpsc::unbounded_channel();
                 (tx, Some(rx))
@@ -328,6 +331,8 @@ impl Agent {
     }
 
     fn save_state(&self) {
+        let facts = self.metrics.facts();
+        let fact = |name: &str| facts.iter().find(|f| f.name == name);
         let s = state::State {
             pid: std::process::id(),
             updated: rfc3339(OffsetDateTime::now_utc()),
@@ -344,8 +349,11 @@ impl Agent {
                     next_deadline: c.next.map(rfc3339),
                     last_rotated: c.last_rotated.map(rfc3339),
                     retry_at: c.retry_at.map(rfc3339),
+                    deadline: fact(&c.name).and_then(|f| f.deadline).map(rfc3339),
+                    last_success: fact(&c.name).and_then(|f| f.last_success).map(rfc3339),
                 })
                 .collect(),
+            pending_csrs: pending_csrs(&self.metrics),
             pending_actions: self
                 .pending
                 .iter()
@@ -361,5 +369,35 @@ impl Agent {
         if let Err(e) = state::write(&self.root, &s) {
             tracing::error!(ERROR = %e, "cannot save state: {e}");
         }
+        *self.saved.lock().unwrap_or_else(|p| p.into_inner()) = Some(s);
     }
 }
+
+fn pending_csrs(hub: &crate::metrics::Hub) -> Vec<state::PendingCsr> {
+    hub.pending_csrs()
+        .into_iter()
+        .map(|p| state::PendingCsr {
+            name: p.name,
+            signer: p.signer,
+            since: rfc3339(p.since),
+        })
+        .collect()
+}
+
+/// state.json again with the CSRs waited on now (a CSR wait happens inside a cycle, before
+/// the cycle saves the state): `status` shows them while the daemon is busy.
+fn save_pending_csrs(root: &NodeRoot, saved: &SavedState, hub: &crate::metrics::Hub) {
+    let mut saved = saved.lock().unwrap_or_else(|p| p.into_inner());
+    // Before the first cycle's end (kubelet bootstrap): a state with only the CSRs.
+    let s = saved.get_or_insert_with(|| state::State {
+        pid: std::process::id(),
+        ..Default::default()
+    });
+    s.pending_csrs = pending_csrs(hub);
+    s.updated = rfc3339(OffsetDateTime::now_utc());
+    if let Err(e) = state::write(root, s) {
+        tracing::error!(ERROR = %e, "cannot save state: {e}");
+    }
+}
+
+type SavedState = std::sync::Arc<std::sync::Mutex<Option<state::State>>>;

@@ -15,6 +15,8 @@ impl Agent {
         for n in &names {
             self.feed(n, Event::Started);
         }
+        // The CSR's progress reaches the metrics, state.json and the Node's events.
+        let sink = self.csr_sink();
         let (root, config, tx, why) = (
             self.root.clone(),
             self.config.clone(),
@@ -31,9 +33,9 @@ impl Agent {
                 };
                 // CSR progress is worth seeing as it happens.
                 let progress = |m: &str| tracing::info!("{m}");
-                let outcomes =
-                    rotation::rotate(&root, &config, std::slice::from_ref(&name), req, &progress)
-                        .await;
+                let rotation =
+                    rotation::rotate(&root, &config, std::slice::from_ref(&name), req, &progress);
+                let outcomes = crate::kubelet::notice::observed(sink.clone(), rotation).await;
                 for o in outcomes {
                     if tx.send(TaskMsg::Outcome(Box::new(o), why.clone())).is_err() {
                         return;

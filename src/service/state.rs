@@ -21,6 +21,18 @@ pub struct State {
     pub certificates: Vec<CertState>,
     /// Actions of rotated certificates that have not succeeded yet (retried with backoff).
     pub pending_actions: Vec<PendingAction>,
+    /// CSRs the daemon is waiting on (rewritten when one is created and when the wait ends).
+    #[serde(default)]
+    pub pending_csrs: Vec<PendingCsr>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingCsr {
+    pub name: String,
+    pub signer: String,
+    /// RFC 3339: when it was created.
+    pub since: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -37,6 +49,13 @@ pub struct CertState {
     pub last_rotated: Option<String>,
     /// When a failed rotation is tried again.
     pub retry_at: Option<String>,
+    /// The planned renewal deadline, as `kube_cert_agent_renewal_timestamp_seconds`: once
+    /// passed it stays until a renewal succeeds.
+    #[serde(default)]
+    pub deadline: Option<String>,
+    /// The last time a check or rotation ended with a valid certificate in place.
+    #[serde(default)]
+    pub last_success: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -86,7 +105,7 @@ pub fn render_table(state: Option<&State>, daemon: Daemon) -> String {
         return out;
     };
     out.push_str(&format!("state of {}\n\n", s.updated));
-    let rows: Vec<[String; 5]> = s
+    let rows: Vec<[String; 6]> = s
         .certificates
         .iter()
         .map(|c| {
@@ -95,7 +114,11 @@ pub fn render_table(state: Option<&State>, daemon: Daemon) -> String {
                 c.last_result.clone(),
                 c.serial.clone().unwrap_or_else(|| "-".into()),
                 c.not_after.clone().unwrap_or_else(|| "-".into()),
-                c.next_deadline.clone().unwrap_or_else(|| "-".into()),
+                c.deadline
+                    .clone()
+                    .or_else(|| c.next_deadline.clone())
+                    .unwrap_or_else(|| "-".into()),
+                c.last_success.clone().unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();
@@ -104,7 +127,8 @@ pub fn render_table(state: Option<&State>, daemon: Daemon) -> String {
         "LAST RESULT",
         "SERIAL",
         "NOT AFTER",
-        "NEXT ROTATION",
+        "RENEWAL DEADLINE",
+        "LAST SUCCESS",
     ];
     let mut w = head.map(str::len);
     for r in &rows {
@@ -112,7 +136,7 @@ pub fn render_table(state: Option<&State>, daemon: Daemon) -> String {
             w[i] = w[i].max(c.len());
         }
     }
-    let line = |r: [&str; 5]| {
+    let line = |r: [&str; 6]| {
         let mut l = String::new();
         for (i, c) in r.iter().enumerate() {
             l.push_str(&format!("{:<width$}  ", c, width = w[i]));
@@ -121,7 +145,7 @@ pub fn render_table(state: Option<&State>, daemon: Daemon) -> String {
     };
     out.push_str(&line(head));
     for r in &rows {
-        out.push_str(&line([&r[0], &r[1], &r[2], &r[3], &r[4]]));
+        out.push_str(&line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5]]));
     }
     for c in &s.certificates {
         if let Some(e) = &c.error {
@@ -130,6 +154,20 @@ pub fn render_table(state: Option<&State>, daemon: Daemon) -> String {
                 out.push_str(&format!(" (retry at {r})"));
             }
         }
+    }
+    for p in &s.pending_csrs {
+        let age =
+            time::OffsetDateTime::parse(&p.since, &time::format_description::well_known::Rfc3339)
+                .map(|t| {
+                    crate::check::short_human_duration(
+                        (time::OffsetDateTime::now_utc() - t).whole_seconds(),
+                    )
+                })
+                .unwrap_or_else(|_| "?".into());
+        out.push_str(&format!(
+            "\npending CSR {} (signer {}) waiting for approval and issuance since {} ({age}): kubectl certificate approve {}",
+            p.name, p.signer, p.since, p.name
+        ));
     }
     for a in &s.pending_actions {
         out.push_str(&format!(
