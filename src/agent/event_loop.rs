@@ -71,6 +71,9 @@ impl Agent {
         });
         // Reconcile, then READY=1.
         sd::status("reconciling");
+        // Look before renewing: a certificate overdue with the whole fleet (the nodes were
+        // off) waits its turn instead of renewing at start-up (`lifecycle::spread`).
+        self.rescan().await;
         pinging(&mut wd_tick, self.cycle(&[], false, "start-up")).await;
         let status = self.status_line();
         tracing::info!("ready: {status}");
