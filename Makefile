@@ -51,6 +51,8 @@ test: test-deps lint
 	$(CARGO) test --workspace --lib --bins --tests
 	# Crash windows: the store's failpoints between write, fsync, swap and prune.
 	$(CARGO) test --features failpoints --test store_failpoints
+	# CA rotation: a crash before every file a phase writes, then resumed.
+	$(CARGO) test --features failpoints --test rotate_ca_crash
 	# The daemon's stalled-loop failpoint, killed by systemd's watchdog (systemd-sandbox).
 	$(CARGO) test --features failpoints --test daemon_systemd watchdog
 	# The .deb and .rpm: built, linted, installed (the .deb in real systemd).
@@ -93,6 +95,7 @@ install: build man completions
 	$(INSTALL) -m 0644 etc/kube-cert-agent/revocations.d/README \
 		$(DESTDIR)$(SYSCONFDIR)/kube-cert-agent/revocations.d/README
 	$(INSTALL) -m 0644 etc/crds/renewrevocations.certificates.microsoft.com.yaml \
+		etc/crds/carotations.kube-cert-agent.io.yaml \
 		$(DESTDIR)$(DATADIR)/kube-cert-agent/crds/
 	$(INSTALL) -m 0644 $(GEN)/man/kube-cert-agent.8.gz $(DESTDIR)$(MANDIR)/man8/
 	$(INSTALL) -m 0644 packaging/copyright $(DESTDIR)$(DOCDIR)/copyright

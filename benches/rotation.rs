@@ -65,7 +65,7 @@ fn main() {
             now: time::OffsetDateTime::now_utc(),
         };
         let t = Instant::now();
-        let o = rotation::rotate_certificate(&root, &store, &policy, spec, req, &[]);
+        let o = rotation::rotate_certificate(&root, &store, &policy, spec, req, &[], None);
         let d = t.elapsed();
         assert!(matches!(o.action, Action::Rotated(_)), "{}", o.line());
         if i > 0 {

@@ -66,6 +66,7 @@ expected_rpm_files=(
   /etc/kube-cert-agent/config.yaml
   /etc/kube-cert-agent/revocations.d
   /usr/share/kube-cert-agent/crds/renewrevocations.certificates.microsoft.com.yaml
+  /usr/share/kube-cert-agent/crds/carotations.kube-cert-agent.io.yaml
   /usr/share/man/man8/kube-cert-agent.8.gz
   /usr/share/bash-completion/completions/kube-cert-agent
   /usr/share/zsh/site-functions/_kube-cert-agent
@@ -118,6 +119,7 @@ expected_deb=(
   "/etc/kube-cert-agent/revocations.d 755"
   "/etc/kube-cert-agent/revocations.d/README 644"
   "/usr/share/kube-cert-agent/crds/renewrevocations.certificates.microsoft.com.yaml 644"
+  "/usr/share/kube-cert-agent/crds/carotations.kube-cert-agent.io.yaml 644"
   "/usr/share/man/man8/kube-cert-agent.8.gz 644"
   "/usr/share/bash-completion/completions/kube-cert-agent 644"
   "/usr/share/zsh/vendor-completions/_kube-cert-agent 644"
@@ -140,6 +142,11 @@ role = next(x for x in docs if x["kind"] == "ClusterRole")
 assert role["rules"][0]["resources"] == ["renewrevocations"] and "list" in role["rules"][0]["verbs"]
 binding = next(x for x in docs if x["kind"] == "RoleBinding")
 assert binding["metadata"]["namespace"] == "kube-system" and binding["subjects"][0]["name"] == "system:nodes"
+# Nodes record Events about themselves (create, and patch for the count of a repeated one).
+ev = next(x for x in docs if x["kind"] == "ClusterRole" and x["metadata"]["name"] == "kube-cert-agent:node-events")
+assert ev["rules"][0]["resources"] == ["events"] and set(ev["rules"][0]["verbs"]) == {"create", "patch"}
+evb = next(x for x in docs if x["kind"] == "ClusterRoleBinding")
+assert evb["roleRef"]["name"] == "kube-cert-agent:node-events" and evb["subjects"][0]["name"] == "system:nodes"
 assert d["apiVersion"] == "apiextensions.k8s.io/v1" and d["kind"] == "CustomResourceDefinition"
 assert d["metadata"]["name"] == "renewrevocations.certificates.microsoft.com"
 s = d["spec"]; assert s["scope"] == "Namespaced" and s["names"]["kind"] == "RenewRevocation"

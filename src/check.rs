@@ -148,7 +148,24 @@ pub fn render_table(rows: &[Row]) -> String {
     } else {
         write_columns(&mut out, &ca_lines);
     }
-    let bad: Vec<&Row> = rows.iter().filter(|r| r.is_ca.is_none()).collect();
+    let missing = |r: &&Row| {
+        r.error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("missing: "))
+    };
+    let (absent, bad): (Vec<&Row>, Vec<&Row>) =
+        rows.iter().filter(|r| r.is_ca.is_none()).partition(missing);
+    if !absent.is_empty() {
+        out.push_str("\nMISSING (configured, belongs on this node, no file)\n");
+        for r in absent {
+            let _ = writeln!(
+                out,
+                "{}: {}",
+                r.path,
+                r.error.as_deref().unwrap_or_default()
+            );
+        }
+    }
     if !bad.is_empty() {
         out.push_str("\nUNREADABLE\n");
         for r in bad {

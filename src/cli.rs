@@ -92,17 +92,21 @@ pub struct RotateArgs {
 pub struct RotateCaArgs {
     /// A name from the config's `cas:` (kubeadm: cluster, etcd, front-proxy).
     pub name: String,
-    #[arg(long, value_parser = ["prepare", "reissue", "finalize"])]
-    pub phase: String,
+    #[arg(long, value_parser = ["prepare", "reissue", "finalize"], required_unless_present = "from_object", conflicts_with = "from_object")]
+    pub phase: Option<String>,
+    /// Take the phase and the new CA certificate from a CARotation object (a file, or `-`
+    /// for stdin: `kubectl get carotation NAME -o yaml | ... --from-object -`).
+    #[arg(long, value_name = "FILE")]
+    pub from_object: Option<PathBuf>,
     /// Say what would change; change nothing.
     #[arg(long)]
     pub dry_run: bool,
     /// prepare: use this new CA certificate instead of making one (every control-plane
     /// node of a cluster must use the same one; a worker node needs only the certificate).
-    #[arg(long, value_name = "FILE", requires = "phase")]
+    #[arg(long, value_name = "FILE", conflicts_with = "from_object")]
     pub cert: Option<PathBuf>,
     /// prepare: the key of the --cert CA.
-    #[arg(long, value_name = "FILE", requires = "cert")]
+    #[arg(long, value_name = "FILE")]
     pub key: Option<PathBuf>,
 }
 
@@ -421,10 +425,48 @@ fn revocations(root: &NodeRoot, config: &Config, output: Output) -> Result<ExitC
 
 fn rotate_ca(root: &NodeRoot, config: &Config, args: RotateCaArgs) -> Result<ExitCode, Fatal> {
     use crate::ca_rotation::{self, record::Phase};
+    if !config.cas.iter().any(|c| c.name == args.name) {
+        let known: Vec<&str> = config.cas.iter().map(|c| c.name.as_str()).collect();
+        return Err(Fatal::config(anyhow::anyhow!(
+            "no CA named {:?} in the config's cas: section (known: {})",
+            args.name,
+            known.join(", ")
+        )));
+    }
+    let mut object_cert = None;
+    let phase = match (&args.phase, &args.from_object) {
+        (Some(p), _) => Phase::parse(p).expect("clap checked the phase"),
+        (None, Some(f)) => {
+            let text = if f.as_os_str() == "-" {
+                let mut t = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut t)
+                    .map_err(Fatal::failure)?;
+                t
+            } else {
+                std::fs::read_to_string(f)
+                    .map_err(|e| Fatal::config(anyhow::anyhow!("{}: {e}", f.display())))?
+            };
+            let w = ca_rotation::object::parse(&text)
+                .map_err(|e| Fatal::config(anyhow::anyhow!("{}: {e}", f.display())))?;
+            if w.ca != args.name {
+                return Err(Fatal::config(anyhow::anyhow!(
+                    "{}: the object rotates CA {:?}, not {:?}",
+                    f.display(),
+                    w.ca,
+                    args.name
+                )));
+            }
+            object_cert = Some(w.new_ca_pem.into_bytes());
+            w.phase
+        }
+        (None, None) => unreachable!("clap requires --phase or --from-object"),
+    };
     let opts = ca_rotation::Options {
-        phase: Phase::parse(&args.phase).expect("clap checked the phase"),
+        phase,
         dry_run: args.dry_run,
         new_cert: args.cert,
+        // Only prepare takes a new CA; later phases use the staged one.
+        new_cert_pem: object_cert.filter(|_| phase == Phase::Prepare),
         new_key: args.key,
         now: time::OffsetDateTime::now_utc(),
     };
@@ -437,11 +479,19 @@ fn rotate_ca(root: &NodeRoot, config: &Config, args: RotateCaArgs) -> Result<Exi
         .map_err(Fatal::failure)?;
     let progress = |msg: &str| eprintln!("{msg}");
     let result = runtime.block_on(ca_rotation::run(root, config, &args.name, &opts, &progress));
+    let node = crate::kubelet::node_name(&config.node_name);
     match result {
         Ok(report) => {
             for l in &report.lines {
                 println!("{l}");
             }
+            // What a node reports for the fleet (the CARotation's status.nodes entry).
+            println!(
+                "report: node {node} CA {} phase {} complete={}",
+                args.name,
+                phase.as_str(),
+                report.complete
+            );
             Ok(if report.complete {
                 ExitCode::Ok
             } else {
@@ -512,9 +562,18 @@ fn check(root: &NodeRoot, config: &Config, args: &CheckArgs) -> Result<ExitCode,
         eprintln!("warning: revocation entry ignored: {e}");
     }
     crate::check::apply_revocations(&mut rows, &entries, &revs.entries);
+    // What the config declares and the node lacks (only for the node's own report).
+    let absent = if args.paths.is_empty() {
+        crate::absent::find(root, config)
+    } else {
+        vec![]
+    };
+    rows.extend(crate::absent::missing_rows(&absent));
     let text = match args.output {
         Output::Json => crate::check::render_json(&rows),
-        Output::Table => crate::check::render_table(&rows),
+        Output::Table => {
+            crate::check::render_table(&rows) + &crate::absent::render_not_here(&absent)
+        }
     };
     let mut out = std::io::stdout().lock();
     // A closed pipe (`check | head`) is not an error worth a panic.

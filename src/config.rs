@@ -40,6 +40,9 @@ pub struct Config {
     pub revocation: RevocationSpec,
     #[serde(default)]
     pub metrics: MetricsSpec,
+    /// kubeadm's inputs to the SANs of certificates created under a `profile`.
+    #[serde(default)]
+    pub kubeadm: crate::kubeadm::KubeadmSpec,
 }
 
 fn default_history() -> u32 {
@@ -294,6 +297,10 @@ pub struct CertificateSpec {
     pub ip_addresses: Option<Vec<std::net::IpAddr>>,
     #[serde(default)]
     pub usages: Option<Vec<Usage>>,
+    /// kubeadm's subject, SANs and usages for a certificate created from nothing, where
+    /// the fields above leave them out.
+    #[serde(default)]
+    pub profile: Option<crate::kubeadm::Profile>,
     #[serde(default = "default_leaf_key_type")]
     pub key_type: KeyType,
     #[serde(default = "default_leaf_validity")]

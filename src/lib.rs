@@ -4,15 +4,18 @@
 //! Pure decisions (status, deadlines, matching) live in [`pki`]; the disk lives in
 //! [`paths`] and [`inventory`]; the API server lives in [`kube`].
 
+pub mod absent;
 pub mod agent;
 pub mod approver;
 pub mod ca_rotation;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod events;
 pub mod exit;
 pub mod inventory;
 pub mod kube;
+pub mod kubeadm;
 pub mod kubelet;
 pub mod lifecycle;
 pub mod metrics;

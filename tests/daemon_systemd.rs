@@ -21,7 +21,14 @@ struct Sandbox {
 impl Sandbox {
     /// Boot one; None (skip) when this machine cannot.
     fn start(name: &str) -> Option<Sandbox> {
-        let tool = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools/systemd-sandbox");
+        // ../shared beside the checkout; /work/shared from a worktree (as package-test.sh).
+        let tool = [
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools/systemd-sandbox"),
+            PathBuf::from("/work/shared/tools/systemd-sandbox"),
+        ]
+        .into_iter()
+        .find(|t| t.exists())
+        .unwrap_or_else(|| PathBuf::from("../shared/tools/systemd-sandbox"));
         if !tool.exists() || !rustix::process::geteuid().is_root() {
             eprintln!("SKIP: needs root and {}", tool.display());
             return None;
@@ -288,4 +295,48 @@ fn under_systemd_a_stalled_main_loop_is_killed_by_the_watchdog() {
     );
     let log = sb.try_run(&["journalctl", "-u", "kube-cert-agent", "--no-pager"]);
     assert!(log.contains("stalling the main loop"), "{log}");
+}
+
+/// With `nodeName: ""` the node name is the host name, read with uname(2): under the
+/// shipped unit (ProcSubset=pid hides /proc/sys/kernel/hostname) a certificate created
+/// under the kubeadm etcd profile is named after the node.
+#[test]
+fn under_the_shipped_unit_the_node_name_is_the_host_name() {
+    let Some(sb) = Sandbox::start("nodename") else {
+        return;
+    };
+    let root = sb.exchange("nodename");
+    let pki = root.join("etc/kubernetes/pki");
+    for d in ["etc/kubernetes/pki", "etc/kube-cert-agent"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    openssl::ca(&pki, "ca", Key::P256, "etcd-ca", 3650);
+    let p = "/etc/kubernetes/pki";
+    std::fs::write(
+        root.join("etc/kube-cert-agent/config.yaml"),
+        format!(
+            "apiVersion: kube-cert-agent.io/v1alpha1\nkind: AgentConfiguration\nnodeName: \"\"\n\
+             kubeadm: {{nodeAddresses: [10.0.0.1]}}\ncertificates:\n- name: etcd-server\n  \
+             ca: {{cert: {p}/ca.crt, key: {p}/ca.key}}\n  cert: {p}/server.crt\n  key: {p}/server.key\n  \
+             usages: [serverAuth, clientAuth]\n  profile: kubeadm-etcd-server\n  keyType: ecdsa-p256\n"
+        ),
+    )
+    .unwrap();
+    sb.install_unit(
+        "kube-cert-agent.service",
+        &agent_unit(&sb, "/exchange/nodename", ""),
+    );
+    sb.run(&["systemctl", "start", "kube-cert-agent.service"]);
+    let host = sb.run(&["uname", "-n"]).trim().to_lowercase();
+    assert!(!host.is_empty());
+    let crt = pki.join("server.crt");
+    assert!(
+        crt.exists(),
+        "not issued: {}",
+        sb.try_run(&["journalctl", "-u", "kube-cert-agent", "--no-pager"])
+    );
+    let v = openssl::view(&crt);
+    assert_eq!(v.subject, format!("CN={host}"));
+    assert!(v.sans.contains(&format!("DNS:{host}")), "{:?}", v.sans);
+    sb.run(&["systemctl", "stop", "kube-cert-agent.service"]);
 }

@@ -110,8 +110,16 @@ fn bootstrap_from_a_token_then_renew_with_the_node_certificate() {
     );
     assert!(verify.trim().ends_with(": OK"), "{verify}");
     let (code, rows) = s.node.check_json(&[]);
-    assert_eq!(code, 0, "{rows:#?}");
     assert_eq!(support::row(&rows, CLIENT_PEM, None)["keyMatches"], true);
+    // The serving certificate is configured and not obtained yet: check names it (exit 2).
+    assert_eq!(code, 2, "{rows:#?}");
+    let serving = support::row(&rows, SERVING_PEM, None);
+    assert!(
+        serving["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("missing: kubelet-serving is configured")),
+        "{serving}"
+    );
 
     // A real Go client accepts the kubeconfig and certificate the agent wrote.
     let host = host_kubeconfig(&s.node);

@@ -124,6 +124,14 @@ fn the_same_failure_is_logged_once_and_a_fixed_input_is_retried() {
     openssl::ca(&pki, "ca", Key::P256, "kubernetes", 3650);
     let key = std::fs::read(pki.join("ca.key")).unwrap();
     std::fs::remove_file(pki.join("ca.key")).unwrap();
+    // A control-plane node (the apiserver manifest), so a missing CA key is a failure and
+    // not "absent, not meant for this node".
+    std::fs::create_dir_all(node.path("/etc/kubernetes/manifests")).unwrap();
+    std::fs::write(
+        node.path("/etc/kubernetes/manifests/kube-apiserver.yaml"),
+        "",
+    )
+    .unwrap();
     config(
         &node,
         &format!(

@@ -377,6 +377,17 @@ fn a_real_prometheus_scrapes_the_agent_and_answers_a_query() {
         o.not_after as f64
     );
     assert_eq!(r["metric"]["serial_number"], o.serial_decimal.as_str());
+    // Every expression of the shipped alerts and dashboard evaluates on real data.
+    for e in metrics::expressions() {
+        let (status, _, body) = metrics::get(
+            &web,
+            &format!("/api/v1/query?query={}", metrics::urlencode(&e)),
+        );
+        assert!(
+            status.contains(" 200 ") && body.contains("\"status\":\"success\""),
+            "{e}: {status} {body}"
+        );
+    }
     // The target is healthy: Prometheus parsed the whole scrape.
     let (_, _, up) = metrics::get(&web, "/api/v1/query?query=up");
     assert!(up.contains("\"value\":[") && up.contains(",\"1\"]"), "{up}");

@@ -200,25 +200,7 @@ fn three_phases_for_every_kubeadm_ca_verified_with_openssl_and_kubectl() {
             let r = &v["caRotations"][0];
             assert_eq!(r["phase"], "reissue");
             assert!(r["error"].as_str().unwrap().contains(KUBELET_PEM), "{v:#}");
-            // What kubelet would get once the controller manager signs with the new CA.
-            let dir = tempfile::tempdir().unwrap();
-            let signer = openssl::Pair {
-                cert: staged.clone(),
-                key: k.node.path(&format!("{STAGING}/cluster/new-ca.key")),
-            };
-            let l = openssl::leaf(
-                dir.path(),
-                "kubelet",
-                &signer,
-                &openssl::Leaf {
-                    subject: "/O=system:nodes/CN=system:node:node-1",
-                    eku: "clientAuth",
-                    ..openssl::Leaf::default()
-                },
-            );
-            let mut pem = std::fs::read(&l.cert).unwrap();
-            pem.extend(std::fs::read(&l.key).unwrap());
-            std::fs::write(k.node.path(KUBELET_PEM), pem).unwrap();
+            kubelet_from_new_ca(&k);
         }
 
         // finalize: the old CA leaves every trust point.
@@ -349,4 +331,84 @@ fn other_nodes_use_the_first_nodes_new_ca() {
     );
     assert_eq!(code, 3, "{text}");
     assert!(text.contains("--key"), "{text}");
+}
+
+/// A fleet moves together: the phase and the new CA come from a CARotation object (valid
+/// against the shipped CRD), and each node says the phase it reached.
+#[test]
+fn the_phase_and_the_new_ca_come_from_a_carotation_object() {
+    let a = Kubeadm::new("https://127.0.0.1:6443", "");
+    assert_eq!(a.phase("cluster", "prepare", &[]).0, 0);
+    let new_ca =
+        std::fs::read_to_string(a.node.path(&format!("{STAGING}/cluster/new-ca.crt"))).unwrap();
+    let staged_key = a.node.path(&format!("{STAGING}/cluster/new-ca.key"));
+    let object = |phase: &str| {
+        serde_json::json!({
+            "apiVersion": "kube-cert-agent.io/v1alpha1",
+            "kind": "CARotation",
+            "metadata": {"name": "cluster-2026"},
+            "spec": {"ca": "cluster", "phase": phase, "newCACertificate": new_ca},
+            "status": {"nodes": [{"name": "node-1", "phase": "prepare", "complete": true,
+                                  "updated": "2026-12-02T06:00:00Z"}]},
+        })
+    };
+    let schema = support::crd::crd_schema("carotations.kube-cert-agent.io.yaml");
+    let errors = support::crd::jsonschema_errors(&schema, &object("prepare"));
+    assert!(errors.is_empty(), "{errors:#?}");
+    let mut bad = object("undo");
+    bad["spec"]["newCAKey"] = "never".into();
+    let errors = support::crd::jsonschema_errors(&schema, &bad).join("\n");
+    assert!(
+        errors.contains("'undo' is not one of") && errors.contains("'newCAKey'"),
+        "{errors}"
+    );
+
+    // Node b (same cluster CA as a) takes its phase from the object.
+    let b = Kubeadm::new("https://127.0.0.1:6443", "");
+    let pki_b = b.node.path(PKI);
+    std::fs::copy(
+        a.node.path(&format!("{STAGING}/cluster/old-ca.crt")),
+        pki_b.join("ca.crt"),
+    )
+    .unwrap();
+    std::fs::copy(
+        a.node.path("/etc/kubernetes/pki/..ca.data/ca.key"),
+        pki_b.join("ca.key"),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for phase in ["prepare", "reissue"] {
+        let f = dir.path().join(format!("{phase}.yaml"));
+        std::fs::write(&f, serde_json::to_string(&object(phase)).unwrap()).unwrap();
+        let out = b.node.agent(&[
+            "rotate-ca",
+            "cluster",
+            "--from-object",
+            f.to_str().unwrap(),
+            "--key",
+            staged_key.to_str().unwrap(),
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{text}");
+        assert!(
+            text.contains(&format!("phase {phase} complete=true")),
+            "{text}"
+        );
+    }
+    let both = bundle_serials(&a.node.path("/etc/kubernetes/pki/ca.crt"));
+    assert_eq!(
+        bundle_serials(&pki_b.join("ca.crt")),
+        vec![both[1].clone(), both[0].clone()]
+    );
+    // An object for another CA is refused.
+    let f = dir.path().join("etcd.yaml");
+    let mut other = object("prepare");
+    other["spec"]["ca"] = "etcd".into();
+    std::fs::write(&f, other.to_string()).unwrap();
+    let out = b
+        .node
+        .agent(&["rotate-ca", "cluster", "--from-object", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rotates CA \"etcd\""));
 }

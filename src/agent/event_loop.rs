@@ -63,6 +63,8 @@ impl Agent {
         self.add_watches(&mut watcher, &mut watched);
         // Before the first reconcile, which may wait on a CSR: that wait is worth seeing.
         crate::metrics::serve::start(&self.metrics, &self.root, &self.config).await;
+        self.events =
+            crate::events::Recorder::start(&self.root, &self.config, self.metrics.clone());
 
         let mut wd_tick = self.watchdog.map(|every| {
             let mut t = tokio::time::interval(every);

@@ -33,6 +33,9 @@ fn log_outcome(o: &Outcome, why: &str) {
             CERT_NAME = name, CERT_PATH = %path, SERIAL = %serial, NOT_AFTER = %not_after,
             ACTION = "kept", "{line}"
         ),
+        rotation::Action::NotHere(_) => tracing::debug!(
+            CERT_NAME = name, CERT_PATH = %path, ACTION = "absent", "{line}"
+        ),
     }
     for w in &o.warnings {
         tracing::warn!(CERT_NAME = name, CERT_PATH = %path, ACTION = "warning", "{name}: {w}");
@@ -54,7 +57,24 @@ impl Agent {
         };
         // CSR progress, revocation entries that failed to parse, CRLs written: worth seeing.
         let progress = |m: &str| tracing::info!("{m}");
-        rotation::rotate(&self.root, &self.config, names, req, &progress).await
+        let rotation = rotation::rotate(&self.root, &self.config, names, req, &progress);
+        crate::kubelet::notice::observed(self.csr_sink(), rotation).await
+    }
+
+    /// Where a CSR's progress goes: the pending-CSR gauge and the Node's events.
+    fn csr_sink(&self) -> crate::kubelet::notice::Sink {
+        use crate::kubelet::notice::CsrNotice;
+        let (metrics, events) = (self.metrics.clone(), self.events.clone());
+        std::sync::Arc::new(move |n: CsrNotice| {
+            match &n {
+                CsrNotice::Created { csr, signer } => {
+                    metrics.csr_pending(signer, csr, OffsetDateTime::now_utc())
+                }
+                CsrNotice::Ended { signer } => metrics.csr_settled(signer),
+                _ => {}
+            }
+            events.csr(&n);
+        })
     }
 
     /// Rotate (`names` empty: what is due), log, run the coalesced actions of what was
@@ -93,6 +113,7 @@ impl Agent {
         };
         let now = OffsetDateTime::now_utc();
         self.metrics.observe(&outcomes, false, now);
+        self.events.outcomes(&outcomes);
         for o in &outcomes {
             log_outcome(o, why);
             let Some(c) = self.cert_mut(&o.name) else {
@@ -139,6 +160,15 @@ impl Agent {
                     c.error = Some(entry.clone());
                     vec![Event::Observed(Observation::Blocked {
                         reason: entry.clone(),
+                    })]
+                }
+                // Not on this node: nothing to try until the node changes (a CA key or the
+                // apiserver manifest appears), as for a blocked one.
+                rotation::Action::NotHere(why) => {
+                    c.result = "absent".into();
+                    c.error = Some(why.clone());
+                    vec![Event::Observed(Observation::Blocked {
+                        reason: why.clone(),
                     })]
                 }
                 rotation::Action::Kept { next } => {

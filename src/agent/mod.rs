@@ -83,6 +83,7 @@ struct Agent {
     resync_at: OffsetDateTime,
     watchdog: Option<Duration>,
     metrics: crate::metrics::Hub,
+    events: crate::events::Recorder,
 }
 
 /// `kube-cert-agent run`.
@@ -194,6 +195,7 @@ fn watch_dirs(root: &NodeRoot, config: &Config, config_file: &Path) -> Vec<PathB
 
 impl Agent {
     fn new(root: NodeRoot, config: Config, config_file: PathBuf) -> Agent {
+        let metrics = crate::metrics::Hub::default();
         let mut a = Agent {
             root,
             config,
@@ -204,7 +206,8 @@ impl Agent {
             seen: HashMap::new(),
             resync_at: OffsetDateTime::now_utc() + schedule::RESYNC,
             watchdog: sd::watchdog_interval(),
-            metrics: crate::metrics::Hub::default(),
+            metrics: metrics.clone(),
+            events: crate::events::Recorder::off(metrics),
         };
         a.sync_names();
         a

@@ -39,6 +39,10 @@ impl Agent {
                 rotation::Action::Blocked { entry } => Some(Observation::Blocked {
                     reason: entry.clone(),
                 }),
+                // Absent and not meant for this node: nothing to try until the node changes.
+                rotation::Action::NotHere(why) => Some(Observation::Blocked {
+                    reason: why.clone(),
+                }),
                 // Only an attempt counts as a failure; a scan that cannot tell waits for it.
                 rotation::Action::Rotated(_) | rotation::Action::Failed(_) => None,
             };

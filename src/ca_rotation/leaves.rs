@@ -76,7 +76,7 @@ pub async fn reissue(
             lines.push(format!("{}: already issued by the new CA", c.name));
             continue;
         }
-        let o = rotation::rotate_certificate(ctx.root, &ctx.store, &policy, c, req, &revs);
+        let o = rotation::rotate_certificate(ctx.root, &ctx.store, &policy, c, req, &revs, None);
         note(&mut out, lines, o);
     }
     for k in config

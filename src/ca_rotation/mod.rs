@@ -17,6 +17,7 @@
 pub mod bundle;
 pub mod leaves;
 pub mod newca;
+pub mod object;
 pub mod phases;
 pub mod record;
 pub mod trust;
@@ -40,6 +41,8 @@ pub struct Options {
     pub dry_run: bool,
     /// A new CA to use instead of making one (`--cert`, `--key`), host paths.
     pub new_cert: Option<PathBuf>,
+    /// The new CA certificate itself (from a CARotation object), instead of `new_cert`.
+    pub new_cert_pem: Option<Vec<u8>>,
     pub new_key: Option<PathBuf>,
     pub now: OffsetDateTime,
 }

@@ -218,11 +218,14 @@ impl<'a> Ctx<'a> {
     fn choose_new(&self, old: &CertInfo, lines: &mut Vec<String>) -> Result<NewCa, PhaseError> {
         let signs = self.ca.key.is_some();
         let now = self.opts.now;
-        if let Some(c) = &self.opts.new_cert {
-            let host = |p: &Path| {
-                crate::paths::read_host_file(p).map_err(|e| format!("{}: {e}", p.display()))
-            };
-            let cert = host(c)?;
+        let host =
+            |p: &Path| crate::paths::read_host_file(p).map_err(|e| format!("{}: {e}", p.display()));
+        let given = match (&self.opts.new_cert, &self.opts.new_cert_pem) {
+            (Some(c), _) => Some((format!("--cert {}", c.display()), host(c)?)),
+            (None, Some(pem)) => Some(("the CARotation object".to_string(), pem.clone())),
+            (None, None) => None,
+        };
+        if let Some((from, cert)) = given {
             let key = match (&self.opts.new_key, signs) {
                 (Some(k), _) => Some(host(k)?),
                 (None, true) => {
@@ -234,12 +237,8 @@ impl<'a> Ctx<'a> {
                 (None, false) => None,
             };
             let n = newca::given(old, &cert, key.as_deref().filter(|_| signs), now)
-                .map_err(|e| PhaseError::refused(format!("--cert {}: {e}", c.display())))?;
-            lines.push(format!(
-                "new CA from {}: serial {}",
-                c.display(),
-                n.info.serial
-            ));
+                .map_err(|e| PhaseError::refused(format!("{from}: {e}")))?;
+            lines.push(format!("new CA from {from}: serial {}", n.info.serial));
             return Ok(n);
         }
         let (sc, sk, _) = staging(self.ca);

@@ -300,6 +300,37 @@ impl ApiClient {
         self.json(resp).await
     }
 
+    /// POST a JSON object to an API path (the node's Events).
+    pub async fn post_json<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ApiError> {
+        let resp = self
+            .request(reqwest::Method::POST, path)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| self.transport_error(e))?;
+        self.json(resp).await
+    }
+
+    /// PATCH an object with a JSON merge patch (RFC 7386).
+    pub async fn merge_patch<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        patch: &serde_json::Value,
+    ) -> Result<T, ApiError> {
+        let resp = self
+            .request(reqwest::Method::PATCH, path)
+            .header("Content-Type", "application/merge-patch+json")
+            .body(patch.to_string())
+            .send()
+            .await
+            .map_err(|e| self.transport_error(e))?;
+        self.json(resp).await
+    }
+
     /// GET any API path as JSON (the RenewRevocation list).
     pub async fn get_json(&self, path: &str) -> Result<serde_json::Value, ApiError> {
         let resp = self

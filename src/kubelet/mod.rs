@@ -5,6 +5,7 @@
 //! token otherwise, and again when the API server rejects the certificate (the seeds'
 //! `-fixKubeletCredentials`). The bootstrap kubeconfig is re-read on every attempt.
 
+pub mod notice;
 pub mod san;
 pub mod verify;
 
@@ -424,7 +425,14 @@ async fn attempt(
         kind.signer()
     ));
     let waiting = tokio::time::Instant::now();
-    let issued = wait_issued(&client, created, deadline, kind, timeout, progress).await?;
+    let signer = kind.signer().to_string();
+    notice::notify(notice::CsrNotice::Created {
+        csr: name.clone(),
+        signer: signer.clone(),
+    });
+    let issued = wait_issued(&client, created, deadline, kind, timeout, progress).await;
+    notice::notify(notice::CsrNotice::Ended { signer });
+    let issued = issued?;
     let waited = waiting.elapsed();
     let cas = verify::cas_of(&endpoint.ca_pem);
     let public = rcgen::PublicKeyData::der_bytes(&key).to_vec();
@@ -543,11 +551,17 @@ async fn wait_issued(
         match seen(&latest) {
             Seen::Issued(c) => return Ok(c),
             Seen::Denied(reason, message) => {
+                notice::notify(notice::CsrNotice::Denied {
+                    csr: name.clone(),
+                    signer: kind.signer().to_string(),
+                    reason: reason.clone(),
+                    message: message.clone(),
+                });
                 return Err(KubeletError::Denied {
                     name,
                     reason,
                     message,
-                })
+                });
             }
             Seen::Failed(reason, message) => {
                 return Err(KubeletError::Failed {
@@ -561,6 +575,10 @@ async fn wait_issued(
                     progress(&format!(
                         "CSR {name} pending approval: kubelet-serving CSRs are not approved automatically; approve it with kubectl certificate approve {name}"
                     ));
+                    notice::notify(notice::CsrNotice::AwaitingApproval {
+                        csr: name.clone(),
+                        signer: kind.signer().to_string(),
+                    });
                     said_pending = true;
                 }
             }

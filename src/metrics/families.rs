@@ -280,9 +280,16 @@ impl Families {
         family(enc, "kube_cert_agent_revocation_blocked",
             "1 when a RenewRevocation entry without notBefore would also revoke the replacement, so the certificate is not renewed.",
             g, &blocked)?;
+        let dropped: Vec<(Name, u64)> = super::EVENT_DROP_REASONS
+            .iter()
+            .map(|r| {
+                let n = self.snap.events_dropped.get(r).copied().unwrap_or(0);
+                (vec![("reason", r.to_string())], n)
+            })
+            .collect();
         counter_family(enc, "kube_cert_agent_events_dropped",
-            "Kubernetes Events the agent could not deliver (API server unreachable or the queue full).",
-            &[(Name::new(), self.snap.events_dropped)])?;
+            "Kubernetes Events the agent did not deliver, by reason (unreachable, no-credentials, queue-full, rate-limited).",
+            &dropped)?;
         let info = vec![("version", super::build_version().to_string())];
         let m = enc.encode_descriptor(
             "kube_cert_agent_build",

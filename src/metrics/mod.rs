@@ -18,6 +18,16 @@ use crate::config::Config;
 use crate::inventory::Entry;
 use crate::rotation::{self, plan::Reason, Action, Outcome};
 
+/// Why a Kubernetes Event was not delivered (`kube_cert_agent_events_dropped_total{reason}`):
+/// the API server did not answer or refused, no valid node client certificate to send with,
+/// the queue was full, or over the rate limit.
+pub const EVENT_DROP_REASONS: [&str; 4] = [
+    "unreachable",
+    "no-credentials",
+    "queue-full",
+    "rate-limited",
+];
+
 /// Which of kubelet's certificates a managed name is, for kubelet's own families.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -72,7 +82,7 @@ pub struct Snapshot {
     pub kubelet_client_renew_errors: u64,
     pub kubelet_server_renew_errors: u64,
     pub pending_csrs: Vec<PendingCsr>,
-    pub events_dropped: u64,
+    pub events_dropped: BTreeMap<&'static str, u64>,
     pub inventory: Arc<Vec<Entry>>,
 }
 
@@ -84,7 +94,7 @@ struct State {
     kubelet_client_renew_errors: u64,
     kubelet_server_renew_errors: u64,
     pending_csrs: BTreeMap<String, PendingCsr>,
-    events_dropped: u64,
+    events_dropped: BTreeMap<&'static str, u64>,
     config: Option<Arc<Config>>,
     /// The inventory is re-read when the files changed (or it is older than
     /// [`serve::INVENTORY_MAX_AGE`]).
@@ -182,9 +192,9 @@ impl Hub {
         self.changed.notify_one();
     }
 
-    /// An event that could not be delivered to the API server.
-    pub fn event_dropped(&self) {
-        self.lock().events_dropped += 1;
+    /// An event that was not delivered; `reason` is one of [`EVENT_DROP_REASONS`].
+    pub fn event_dropped(&self, reason: &'static str) {
+        *self.lock().events_dropped.entry(reason).or_default() += 1;
     }
 
     /// Files in a watched directory changed: the next scrape re-reads the inventory.
@@ -219,7 +229,7 @@ impl Hub {
             kubelet_client_renew_errors: s.kubelet_client_renew_errors,
             kubelet_server_renew_errors: s.kubelet_server_renew_errors,
             pending_csrs: s.pending_csrs.values().cloned().collect(),
-            events_dropped: s.events_dropped,
+            events_dropped: s.events_dropped.clone(),
             inventory,
         }
     }
@@ -248,6 +258,7 @@ pub fn facts_after(prev: &CertFacts, o: &Outcome, now: OffsetDateTime) -> CertFa
             f.deadline = Some(passed.unwrap_or(now))
         }
         Action::ClockBehind { not_before } => f.deadline = Some(*not_before),
+        Action::NotHere(_) => f.deadline = None,
     }
     f
 }

@@ -70,7 +70,27 @@ pub(super) fn ca_warnings(ca: &Ca, issued: &issue::Issued, now: OffsetDateTime) 
     w
 }
 
+/// A missing certificate is created only where it belongs: on a control-plane node (its
+/// CA key is here, or the kube-apiserver manifest is); elsewhere it is left absent, which
+/// is no error. The outcome says which.
+fn belongs_here(
+    root: &NodeRoot,
+    current: &Current,
+    ca: &CaRef,
+    out: &mut Outcome,
+) -> Result<(), Action> {
+    if !matches!(current, Current::Missing) {
+        return Ok(());
+    }
+    let why =
+        crate::kubeadm::node::control_plane_evidence(root, &ca.key).map_err(Action::NotHere)?;
+    out.detail = Some(format!("created: {why}"));
+    Ok(())
+}
+
 /// A `certificates:` entry: issue from the CA, install as a pair.
+/// `created`: what kubeadm would make this certificate say (its `profile`), for one that
+/// does not exist yet.
 pub fn rotate_certificate(
     root: &NodeRoot,
     store: &Store,
@@ -78,6 +98,7 @@ pub fn rotate_certificate(
     spec: &CertificateSpec,
     req: Request,
     revs: &[Entry],
+    created: Option<Result<crate::kubeadm::Defaults, String>>,
 ) -> Outcome {
     let (current, current_key, template) = current_pair(root, &spec.cert, &spec.key);
     let template = template.or_else(|| latest_in_history(root, store, &spec.cert, &spec.key));
@@ -91,8 +112,15 @@ pub fn rotate_certificate(
         Ok(r) => r,
         Err(action) => return Outcome { action, ..out },
     };
+    if let Err(action) = belongs_here(root, &current, &spec.ca, &mut out) {
+        return Outcome { action, ..out };
+    }
     let result = (|| -> Result<Outcome, Failure> {
         let ca = load_ca(root, &spec.ca, req.now)?;
+        let created = match (&template, created) {
+            (None, Some(d)) => Some(d?),
+            _ => None,
+        };
         let leaf = leaf_spec(
             spec.subject.as_ref(),
             spec.dns_names.as_ref(),
@@ -100,6 +128,7 @@ pub fn rotate_certificate(
             spec.usages.as_ref(),
             spec.validity.0,
             template.as_ref(),
+            created.as_ref(),
         )?;
         let key = || match current_key {
             Some(k) if spec.reuse_key => Ok(k),
@@ -162,6 +191,10 @@ pub fn rotate_kubeconfig(
                 &Current::Missing,
                 Action::Failed(Failure::permanent("")),
             );
+            if let Err(action) = belongs_here(root, &Current::Missing, &spec.ca, &mut o) {
+                return Outcome { action, ..o };
+            }
+            o.detail = None;
             o.action = Action::Failed(Failure::permanent(format!(
                 "{e} (the agent renews the client certificate of an existing kubeconfig; it does not create one)"
             )));
@@ -191,6 +224,7 @@ pub fn rotate_kubeconfig(
                 Current::Present(c) => Some(&**c),
                 _ => None,
             },
+            None,
         )?;
         let key = || keygen::generate(spec.key_type);
         let (issued, key) = match issue_checked(&ca, leaf, revs, &reason, req, key)? {

@@ -62,6 +62,9 @@ pub enum Action {
     Blocked {
         entry: String,
     },
+    /// Missing, and it does not belong on this node (not a control-plane node): not
+    /// created, and not an error.
+    NotHere(String),
     Failed(Failure),
 }
 
@@ -89,6 +92,7 @@ impl Outcome {
                 self.name
             ),
             Action::Blocked { entry } => format!("BLOCKED: {entry}"),
+            Action::NotHere(why) => format!("absent, {why}"),
             Action::Failed(e) => format!("FAILED: {e}"),
         };
         let mut line = format!("{}: {what}", self.name);
@@ -174,10 +178,17 @@ pub async fn rotate(
     }
     let revs = std::sync::Arc::new(loaded.entries);
     let mut out = Vec::new();
+    // kubeadm's inputs, read once, for certificates created under a profile.
+    let facts = (config.certificates.iter().any(|c| c.profile.is_some()))
+        .then(|| crate::kubeadm::node::facts(root, config));
     for c in config.certificates.iter().filter(|c| wanted(&c.name)) {
+        let created = c.profile.and_then(|p| {
+            let f = facts.as_ref()?;
+            Some(f.clone().and_then(|f| crate::kubeadm::defaults(p, &f)))
+        });
         let (root, store, c, revs) = (root.clone(), store.clone(), c.clone(), revs.clone());
         let (name, path) = (c.name.clone(), c.cert.clone());
-        let task = move || rotate_certificate(&root, &store, &policy, &c, req, &revs);
+        let task = move || rotate_certificate(&root, &store, &policy, &c, req, &revs, created);
         out.push(blocking(name, path, task).await);
     }
     for k in config.kubeconfigs.iter().filter(|k| wanted(&k.name)) {

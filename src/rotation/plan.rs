@@ -96,16 +96,17 @@ pub fn leaf_spec(
     usages: Option<&Vec<Usage>>,
     validity: std::time::Duration,
     template: Option<&CertInfo>,
+    created: Option<&crate::kubeadm::Defaults>,
 ) -> Result<LeafSpec, String> {
     let validity = Duration::try_from(validity).map_err(|e| e.to_string())?;
-    let mut spec = match template {
-        Some(c) => LeafSpec::from_existing(c, validity),
-        None => LeafSpec {
-            common_name: String::new(),
+    let mut spec = match (template, created) {
+        (Some(c), _) => LeafSpec::from_existing(c, validity),
+        (None, created) => LeafSpec {
+            common_name: created.map(|d| d.common_name.clone()).unwrap_or_default(),
             organizations: vec![],
-            dns_names: vec![],
-            ip_addresses: vec![],
-            usages: vec![],
+            dns_names: created.map(|d| d.dns_names.clone()).unwrap_or_default(),
+            ip_addresses: created.map(|d| d.ip_addresses.clone()).unwrap_or_default(),
+            usages: created.map(|d| d.usages.clone()).unwrap_or_default(),
             validity,
             not_before_floor: None,
         },
@@ -127,7 +128,7 @@ pub fn leaf_spec(
     }
     if spec.common_name.is_empty() {
         return Err(
-            "no current certificate to take the subject from: set subject.commonName in the config"
+            "no current certificate to take the subject from: set subject.commonName in the config, or a kubeadm profile"
                 .into(),
         );
     }

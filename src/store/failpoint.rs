@@ -4,7 +4,9 @@
 //! per thread with [`arm`] (so that parallel tests do not see each other's points) or
 //! per process with the environment variable `KCA_FAILPOINTS=name=action[,name=action]`
 //! (for child processes). Actions: `error` (the operation fails with EIO), `enospc`,
-//! `abort` (the process dies on the spot, as a crash or a SIGKILL would leave it).
+//! `abort` (the process dies on the spot, as a crash or a SIGKILL would leave it),
+//! `abort@N` (dies at the N-th pass of that point in this process, N from 1: a crash at
+//! every write of a multi-file operation, one run per N).
 
 /// Every point the store passes, in the order an install passes them.
 pub const POINTS: &[&str] = &[
@@ -66,8 +68,28 @@ mod armed {
         })
     }
 
+    /// Passes of each point in this process (for `abort@N`).
+    static PASSES: std::sync::Mutex<Option<HashMap<String, usize>>> = std::sync::Mutex::new(None);
+
+    fn pass(name: &str) -> usize {
+        let mut g = PASSES.lock().unwrap_or_else(|e| e.into_inner());
+        let n = g
+            .get_or_insert_with(HashMap::new)
+            .entry(name.to_string())
+            .or_default();
+        *n += 1;
+        *n
+    }
+
     pub(crate) fn hit(name: &str) -> io::Result<()> {
-        match action_for(name).as_deref() {
+        let action = action_for(name);
+        if let Some(nth) = action.as_deref().and_then(|a| a.strip_prefix("abort@")) {
+            if nth.parse::<usize>().ok() == Some(pass(name)) {
+                std::process::abort();
+            }
+            return Ok(());
+        }
+        match action.as_deref() {
             None => Ok(()),
             Some("abort") => std::process::abort(),
             Some("enospc") => Err(io::Error::from_raw_os_error(28)),

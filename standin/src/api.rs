@@ -61,7 +61,7 @@ impl User {
     }
 }
 
-fn json_response(code: u16, v: &impl serde::Serialize) -> Response<Body> {
+pub(crate) fn json_response(code: u16, v: &impl serde::Serialize) -> Response<Body> {
     let body = serde_json::to_vec(v).expect("serializable");
     Response::builder()
         .status(code)
@@ -70,7 +70,7 @@ fn json_response(code: u16, v: &impl serde::Serialize) -> Response<Body> {
         .expect("response")
 }
 
-fn error_response(e: &ApiError) -> Response<Body> {
+pub(crate) fn error_response(e: &ApiError) -> Response<Body> {
     let mut r = json_response(e.code, &e.status());
     if let Some(s) = e.retry_after {
         r.headers_mut()
@@ -277,7 +277,7 @@ fn csr_common_name(csr: &CertificateSigningRequest) -> Option<String> {
     parse_csr(&der).ok().map(|p| p.common_name)
 }
 
-async fn read_body(mut body: hyper::body::Incoming) -> Result<Vec<u8>, ApiError> {
+pub(crate) async fn read_body(mut body: hyper::body::Incoming) -> Result<Vec<u8>, ApiError> {
     use http_body::Body as _;
     let mut out = Vec::new();
     loop {
@@ -405,6 +405,15 @@ async fn route(
     if path == RENEW_REVOCATIONS {
         return renew_revocations(shared, user, &method);
     }
+    let req = if path == "/api/v1/events" || path.starts_with("/api/v1/namespaces/") {
+        let as_table = wants_table(&req);
+        match crate::core_events::route(shared, user, req, path, query, as_table).await {
+            Ok(r) => return r,
+            Err(req) => req,
+        }
+    } else {
+        req
+    };
     if let Some(t) = crate::objects::parse_path(path) {
         let body = if method == Method::POST || method == Method::PUT {
             match read_body(req.into_body()).await {
@@ -592,8 +601,11 @@ fn discovery(shared: &Shared, path: &str) -> Option<Value> {
         })),
         // Just enough OpenAPI v3 for kubectl's query-parameter verifier to learn that the server
         // does field validation (so `kubectl create -f` needs no client-side schema).
-        "/openapi/v3" => Some(json!({"paths": {"apis/certificates.k8s.io/v1": {
-            "serverRelativeURL": "/openapi/v3/apis/certificates.k8s.io/v1?hash=5354414e44494e"}}})),
+        "/openapi/v3" => Some(json!({"paths": {
+            "apis/certificates.k8s.io/v1": {
+                "serverRelativeURL": "/openapi/v3/apis/certificates.k8s.io/v1?hash=5354414e44494e"},
+            "api/v1": {"serverRelativeURL": "/openapi/v3/api/v1?hash=5354414e44494f"}}})),
+        "/openapi/v3/api/v1" => Some(crate::core_events::openapi()),
         "/openapi/v3/apis/certificates.k8s.io/v1" => {
             let gvk = json!({"group": GROUP, "version": "v1", "kind": "CertificateSigningRequest"});
             let params = json!([
@@ -697,7 +709,7 @@ fn list(
     Ok(json_response(200, &list))
 }
 
-fn human_duration(d: Duration) -> String {
+pub(crate) fn human_duration(d: Duration) -> String {
     let s = d.as_secs();
     if s < 120 {
         format!("{s}s")

@@ -14,6 +14,7 @@ mod api;
 mod ca;
 mod cluster;
 mod controllers;
+mod core_events;
 mod objects;
 mod proto;
 mod rbac;

@@ -131,7 +131,12 @@ fn qualified(kind: &Kind) -> String {
 }
 
 /// kubeadm's RBAC plus the Node authorizer for these resources; RBAC bindings for the rest.
-fn authorize(shared: &Shared, user: &User, verb: &str, t: &Target) -> Result<(), ApiError> {
+pub(crate) fn authorize(
+    shared: &Shared,
+    user: &User,
+    verb: &str,
+    t: &Target,
+) -> Result<(), ApiError> {
     if user.groups.iter().any(|g| g == "system:masters") {
         return Ok(());
     }
@@ -140,6 +145,13 @@ fn authorize(shared: &Shared, user: &User, verb: &str, t: &Target) -> Result<(),
         .strip_prefix("system:node:")
         .filter(|_| user.groups.iter().any(|g| g == "system:nodes"));
     let name = t.name.as_deref();
+    // system:node ClusterRole: nodes record events (create, patch, update) and read them.
+    if node.is_some()
+        && t.kind.resource == "events"
+        && matches!(verb, "create" | "patch" | "update" | "get" | "list")
+    {
+        return Ok(());
+    }
     if let (Some(node), "nodes") = (node, t.kind.resource) {
         // system:node ClusterRole: read every Node; NodeRestriction: change only its own.
         let own = name == Some(node);
@@ -286,7 +298,7 @@ fn get(shared: &Shared, t: &Target) -> Result<Value, ApiError> {
         .ok_or_else(|| not_found(t.kind, name))
 }
 
-fn create(shared: &Shared, t: &Target, mut obj: Value) -> Result<Value, ApiError> {
+pub(crate) fn create(shared: &Shared, t: &Target, mut obj: Value) -> Result<Value, ApiError> {
     let mut m = meta(&obj);
     if t.kind.namespaced {
         match m.namespace.as_deref() {
@@ -414,9 +426,14 @@ pub fn discovery_resources(prefix: &str) -> Vec<Value> {
         .iter()
         .filter(|k| k.prefix == prefix)
         .flat_map(|k| {
-            let main = json!({"name": k.resource, "singularName": k.kind.to_lowercase(),
+            let mut main = json!({"name": k.resource, "singularName": k.kind.to_lowercase(),
                 "namespaced": k.namespaced, "kind": k.kind,
                 "verbs": ["create", "delete", "get", "list", "update"]});
+            // Events also take a merge patch (crate::core_events), as kubectl's `ev`.
+            if k.resource == "events" {
+                main["verbs"] = json!(["create", "delete", "get", "list", "patch", "update"]);
+                main["shortNames"] = json!(["ev"]);
+            }
             let status = k.status.then(|| {
                 json!({"name": format!("{}/status", k.resource),
                 "singularName": "", "namespaced": k.namespaced, "kind": k.kind,

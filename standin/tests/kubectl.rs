@@ -398,3 +398,123 @@ fn kubectl_get_csr_watch_prints_table_rows_as_the_csr_progresses() {
         "{seen:?}"
     );
 }
+
+/// core/v1 Events: a node creates and patches events about itself; kubectl reads them with
+/// the field selectors operators use; validation and authorization as kube-apiserver's.
+#[test]
+fn kubectl_reads_node_events_a_node_recorded() {
+    let api = StandIn::start(Options::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (admin, node) = (dir.path().join("admin.conf"), dir.path().join("node.conf"));
+    api.write_admin_kubeconfig(&admin).unwrap();
+    api.write_node_kubeconfig(&node, "node-1").unwrap();
+    let event = |name: &str, reason: &str, type_: &str| {
+        let f = dir.path().join(format!("{name}.json"));
+        std::fs::write(
+            &f,
+            serde_json::json!({
+                "apiVersion": "v1", "kind": "Event",
+                "metadata": {"name": name, "namespace": "default"},
+                "involvedObject": {"kind": "Node", "name": "node-1", "uid": "node-1"},
+                "reason": reason, "message": format!("{reason} happened"), "type": type_,
+                "source": {"component": "kube-cert-agent", "host": "node-1"},
+                "firstTimestamp": "2026-12-02T05:00:00Z", "lastTimestamp": "2026-12-02T05:00:00Z",
+                "count": 1
+            })
+            .to_string(),
+        )
+        .unwrap();
+        f
+    };
+    // A node may create events (the Node authorizer's rule); a bad type is 422.
+    let f = event("node-1.a", "CertificateRotated", "Normal");
+    kubectl(&node, &["create", "-f", f.to_str().unwrap()]);
+    let f = event("node-1.b", "CertificateRotationFailed", "Warning");
+    kubectl(&node, &["create", "-f", f.to_str().unwrap()]);
+    let f = event("node-1.c", "Whatever", "Loud");
+    let err = kubectl_fails(&node, &["create", "-f", f.to_str().unwrap()]);
+    assert!(err.contains("Unsupported value: \"Loud\""), "{err}");
+    let err = kubectl_fails(
+        &node,
+        &[
+            "create",
+            "-f",
+            event("node-1.a", "X", "Normal").to_str().unwrap(),
+        ],
+    );
+    assert!(err.contains("already exists"), "{err}");
+    // A merge patch bumps the count, as client-go's correlator does.
+    kubectl(
+        &node,
+        &[
+            "patch",
+            "event",
+            "node-1.b",
+            "--type=merge",
+            "-p",
+            r#"{"count":2,"lastTimestamp":"2026-12-02T05:01:00Z"}"#,
+        ],
+    );
+    let out = kubectl(
+        &admin,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.kind=Node",
+            "-o",
+            "wide",
+        ],
+    );
+    assert!(
+        out.contains("CertificateRotated") && out.contains("CertificateRotationFailed"),
+        "{out}"
+    );
+    assert!(out.contains("node/node-1"), "{out}");
+    let out = kubectl(
+        &admin,
+        &[
+            "get",
+            "events",
+            "-A",
+            "--field-selector",
+            "type=Warning",
+            "-o",
+            "jsonpath={.items[*].count}",
+        ],
+    );
+    assert_eq!(out.trim(), "2");
+    let out = kubectl(
+        &admin,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.kind=Pod",
+            "-o",
+            "name",
+        ],
+    );
+    assert!(out.trim().is_empty(), "{out}");
+    let err = kubectl_fails(
+        &admin,
+        &["get", "events", "--field-selector", "spec.nope=1"],
+    );
+    assert!(err.contains("field label not supported"), "{err}");
+    assert_eq!(api.events("default").len(), 2);
+    // A bootstrap token may not record events.
+    let boot = dir.path().join("boot.conf");
+    api.write_bootstrap_kubeconfig(&boot).unwrap();
+    let err = kubectl_fails(
+        &boot,
+        &[
+            "create",
+            "-f",
+            event("node-1.d", "X", "Normal").to_str().unwrap(),
+        ],
+    );
+    assert!(
+        err.contains("Forbidden") || err.contains("forbidden"),
+        "{err}"
+    );
+}

@@ -235,6 +235,22 @@ impl Kubeadm {
         Kubeadm { node, restarts }
     }
 
+    /// A copy of this node tree (symlinks kept), to crash one copy per point.
+    pub fn fork(&self) -> Kubeadm {
+        let node = NodeTree::new();
+        let st = Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", self.node.root().display()))
+            .arg(node.root())
+            .status()
+            .unwrap();
+        assert!(st.success());
+        Kubeadm {
+            node,
+            restarts: self.restarts.clone(),
+        }
+    }
+
     pub fn restart_lines(&self) -> Vec<String> {
         std::fs::read_to_string(&self.restarts)
             .unwrap_or_default()
@@ -349,4 +365,69 @@ pub fn bundle_serials(path: &Path) -> Vec<String> {
         out.push(openssl::view(&f).serial);
     }
     out
+}
+
+/// What kubelet gets through a CSR once the controller manager signs with the new cluster
+/// CA: a client certificate from the staged new CA, installed as kubelet does.
+pub fn kubelet_from_new_ca(k: &Kubeadm) {
+    let dir = tempfile::tempdir().unwrap();
+    let staging = "/var/lib/kube-cert-agent/ca-rotation/cluster";
+    let signer = Pair {
+        cert: k.node.path(&format!("{staging}/new-ca.crt")),
+        key: k.node.path(&format!("{staging}/new-ca.key")),
+    };
+    let l = leaf(
+        dir.path(),
+        "kubelet",
+        &signer,
+        "/O=system:nodes/CN=system:node:node-1",
+        "",
+        "clientAuth",
+    );
+    let mut pem = std::fs::read(&l.cert).unwrap();
+    pem.extend(std::fs::read(&l.key).unwrap());
+    std::fs::write(k.node.path(KUBELET_PEM), pem).unwrap();
+}
+
+/// The node still works: every leaf of the cluster CA (control-plane certificates, the
+/// kubeconfigs' client certificates as kubectl reads them, the kubelet's) verifies against
+/// every trust point (ca.crt, each kubeconfig's CA data as kubectl reads it), and the
+/// signing certificate (first in ca.crt) belongs to ca.key.
+pub fn assert_cluster_ca_works(k: &Kubeadm, when: &str) {
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path();
+    let ca = &CAS[0];
+    let mut trust = vec![k.node.path(ca.cert)];
+    let mut leaves: Vec<PathBuf> = ca.leaves.iter().map(|l| k.node.path(l)).collect();
+    for kc in KUBECONFIGS {
+        trust.push(k.kubectl_ca(kc, out));
+        leaves.push(k.kubectl_client_cert(kc, out));
+    }
+    trust.push(k.kubectl_ca(KUBELET_CONF, out));
+    leaves.push(k.node.path(KUBELET_PEM));
+    // Kubeconfigs mostly hold the same bundle: verify against each distinct one.
+    let mut seen: Vec<Vec<u8>> = Vec::new();
+    trust.retain(|t| {
+        let b = std::fs::read(t).unwrap();
+        let fresh = !seen.contains(&b);
+        seen.push(b);
+        fresh
+    });
+    for t in &trust {
+        for l in &leaves {
+            assert!(
+                verifies(t, l),
+                "{when}: {} does not verify against {}",
+                l.display(),
+                t.display()
+            );
+        }
+    }
+    let pki = k.node.path(PKI);
+    let signer_pub = openssl::openssl(&pki, &["x509", "-in", "ca.crt", "-noout", "-pubkey"]);
+    let key_pub = openssl::openssl(&pki, &["pkey", "-in", "ca.key", "-pubout"]);
+    assert_eq!(
+        signer_pub, key_pub,
+        "{when}: ca.key does not belong to the first certificate of ca.crt"
+    );
 }

@@ -227,3 +227,47 @@ pub fn openssl_facts(cert: &Path) -> OpensslFacts {
         issuer: rdn(field("issuer=")),
     }
 }
+
+/// deploy/monitoring: the shipped rules, PrometheusRule and dashboard.
+pub fn monitoring_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/monitoring")
+}
+
+pub fn yaml(p: &Path) -> serde_json::Value {
+    serde_saphyr::from_str(&std::fs::read_to_string(p).unwrap())
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// Every expression of the rules file and the dashboard (`$instance` as `.*`).
+pub fn expressions() -> Vec<String> {
+    let rules = yaml(&monitoring_dir().join("kube-cert-agent.rules.yaml"));
+    let mut exprs: Vec<String> = rules["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap().iter())
+        .map(|r| r["expr"].as_str().unwrap().to_string())
+        .collect();
+    let dash: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(monitoring_dir().join("grafana-dashboard.json")).unwrap(),
+    )
+    .expect("the dashboard is JSON");
+    for p in dash["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().unwrap() {
+            exprs.push(t["expr"].as_str().unwrap().replace("$instance", ".*"));
+        }
+    }
+    exprs
+}
+
+/// `s` with every byte but unreserved ones percent-encoded (a query parameter).
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -2,6 +2,7 @@
 //! node tree under a temporary `--root`.
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod crd;
 pub mod daemon;
 pub mod metrics;
 pub mod openssl;

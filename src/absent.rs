@@ -1,0 +1,126 @@
+//! The configured certificates that are not on the node, for `check`: each is either
+//! missing where it belongs (an error: the agent creates it), or not meant for this node
+//! (a worker's unedited config names the control-plane set: listed, not an error).
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use crate::check::Row;
+use crate::config::Config;
+use crate::paths::NodeRoot;
+use crate::pki::Status;
+
+/// One configured certificate with no file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Absent {
+    pub name: String,
+    pub path: PathBuf,
+    /// Ok: it belongs here (why, and what makes it); Err: not on this node (why).
+    pub belongs: Result<String, String>,
+}
+
+/// Every configured certificate, kubeconfig and kubelet certificate whose file is absent.
+pub fn find(root: &NodeRoot, config: &Config) -> Vec<Absent> {
+    let exists = |p: &std::path::Path| {
+        let h = root.host_path(p);
+        h.exists() || h.is_symlink()
+    };
+    let control_plane =
+        |key: &std::path::Path| crate::kubeadm::node::control_plane_evidence(root, key);
+    let mut out = Vec::new();
+    for c in &config.certificates {
+        if !exists(&c.cert) {
+            out.push(Absent {
+                name: c.name.clone(),
+                path: c.cert.clone(),
+                belongs: control_plane(&c.ca.key)
+                    .map(|why| format!("{why}; `kube-cert-agent rotate` creates it")),
+            });
+        }
+    }
+    for k in &config.kubeconfigs {
+        if !exists(&k.path) {
+            out.push(Absent {
+                name: k.name.clone(),
+                path: k.path.clone(),
+                belongs: control_plane(&k.ca.key).map(|why| {
+                    format!(
+                        "{why}; the agent renews kubeconfigs but does not create them \
+                         (kubeadm init phase kubeconfig)"
+                    )
+                }),
+            });
+        }
+    }
+    if let Some(spec) = &config.kubelet {
+        for kind in crate::rotation::kubelet_kinds(config) {
+            let path = spec
+                .cert_dir
+                .join(format!("{}-current.pem", kind.base_name()));
+            if !exists(&path) {
+                out.push(Absent {
+                    name: kind.name().to_string(),
+                    path,
+                    belongs: Ok(format!(
+                        "every node with a kubelet section needs it; `kube-cert-agent rotate {}` \
+                         obtains it with the token of {}",
+                        kind.name(),
+                        spec.bootstrap_kubeconfig.display()
+                    )),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Rows for the ones that belong here: `invalid`, "missing: ...".
+pub fn missing_rows(absent: &[Absent]) -> Vec<Row> {
+    absent
+        .iter()
+        .filter_map(|a| {
+            let why = a.belongs.as_ref().ok()?;
+            Some(Row {
+                path: a.path.display().to_string(),
+                location: None,
+                subject: None,
+                issuer: None,
+                serial: None,
+                not_before: None,
+                not_after: None,
+                residual_seconds: None,
+                is_ca: None,
+                key_type: None,
+                dns_names: vec![],
+                ip_addresses: vec![],
+                ext_key_usages: vec![],
+                key_path: None,
+                key_matches: None,
+                chains_to: None,
+                status: Status::Invalid,
+                error: Some(format!("missing: {} is configured: {why}", a.name)),
+            })
+        })
+        .collect()
+}
+
+/// The table's section for the ones not meant for this node (empty when there are none).
+pub fn render_not_here(absent: &[Absent]) -> String {
+    let mut out = String::new();
+    let not_here: Vec<(&Absent, &String)> = absent
+        .iter()
+        .filter_map(|a| a.belongs.as_ref().err().map(|why| (a, why)))
+        .collect();
+    if not_here.is_empty() {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "\nNOT ON THIS NODE ({} configured, absent, not created here; not an error)",
+        not_here.len()
+    );
+    for (a, why) in not_here {
+        let _ = writeln!(out, "{} ({}): {why}", a.name, a.path.display());
+    }
+    out
+}
