@@ -134,8 +134,26 @@ fn every_phase_and_event() {
                     assert_eq!(next.phase, phase, "{ctx}");
                     assert_eq!(issues, 0, "{ctx}");
                 }
+                // A turn in a wave (drawn 40 min ahead): waited for, or kept if drawn before.
+                Event::Observed(Observation::Overdue { .. }) => {
+                    match &phase {
+                        // An ended backoff goes at once: its jitter was the spread.
+                        Phase::Backoff { until, .. } if now >= *until => {
+                            assert_eq!(issues, 1, "{ctx}")
+                        }
+                        Phase::Backoff { .. } | Phase::Waiting { .. } => {
+                            assert_eq!(next.phase, phase, "{ctx}");
+                            assert_eq!(issues, 0, "{ctx}");
+                        }
+                        _ => {
+                            assert_eq!(issues, 0, "{ctx}");
+                            assert_eq!(next.phase.name(), "waiting", "{ctx}");
+                            assert!(!next.may_start(now), "{ctx}");
+                        }
+                    }
+                }
                 Event::Observed(Observation::Due { .. }) => match &phase {
-                    Phase::Backoff { until, .. } if now < *until => {
+                    Phase::Backoff { until, .. } | Phase::Waiting { until, .. } if now < *until => {
                         assert_eq!(next.phase, phase, "{ctx}");
                         assert_eq!(issues, 0, "{ctx}");
                     }
