@@ -61,13 +61,15 @@ test: test-deps lint
 demo:
 	scripts/demo.sh
 
-# Benchmarks print figures and ratios against openssl; they never fail on time.
+# Benchmarks print figures (whole process and in-process) as ratios to peers measured in the
+# same run (openssl, python3-cryptography scripts); they never fail on time.
 bench:
 	$(CARGO) bench --bench bootstrap
 	$(CARGO) bench --bench rotation
 	$(CARGO) bench --bench check_inventory
 	$(CARGO) bench --bench daemon_idle
 	$(CARGO) bench --bench fleet
+	$(CARGO) bench --bench approver
 
 clean:
 	$(CARGO) clean

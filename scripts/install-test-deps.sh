@@ -13,6 +13,10 @@ command -v lintian >/dev/null || need+=(lintian)
 command -v rpmbuild >/dev/null || need+=(rpm)
 command -v rpmlint >/dev/null || need+=(rpmlint)
 python3 -c 'import yaml' 2>/dev/null || need+=(python3-yaml)
+# make bench: the python peers of `check` (benches/check_peers.py) use Debian's python3-cryptography.
+/usr/bin/python3 -c 'import cryptography' 2>/dev/null || need+=(python3-cryptography)
+# tests/clock.rs: a clock years ahead, then stepped back (libfaketime).
+command -v faketime >/dev/null || need+=(faketime)
 # The CRD's schema validated against the seed's RenewRevocation (tests/seed_revocation.rs).
 python3 -c 'import jsonschema' 2>/dev/null || need+=(python3-jsonschema)
 # tests/metrics.rs: promtool (check metrics, check rules) and a real Prometheus server.

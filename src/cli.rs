@@ -71,7 +71,12 @@ pub enum Command {
     /// Approve kubelet-serving CSRs that can be proven (a cluster controller; see README).
     Approver(crate::approver::ApproverArgs),
     /// Print the version.
-    Version,
+    Version {
+        /// Also the crypto library and where keys, signatures and serials get their
+        /// randomness.
+        #[arg(long)]
+        verbose: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -164,8 +169,13 @@ pub fn run(cli: Cli) -> Result<ExitCode, Fatal> {
         )));
     }
     match cli.command {
-        Command::Version => {
+        Command::Version { verbose } => {
             println!("kube-cert-agent {}", env!("CARGO_PKG_VERSION"));
+            if verbose {
+                for l in crate::pki::randomness::describe() {
+                    println!("{l}");
+                }
+            }
             Ok(ExitCode::Ok)
         }
         Command::Run => crate::agent::run(root, cli.config.as_deref()),
@@ -252,15 +262,19 @@ fn rotate(root: &NodeRoot, config: &Config, args: &RotateArgs) -> Result<ExitCod
         dry_run: args.dry_run,
         names: args.names.clone(),
     };
+    let rev_errors = revocation_errors(root, config);
     match crate::service::control::ask(root, &ask, None) {
         Ok(Some(reply)) => {
             eprintln!("kube-cert-agent: asked the running daemon");
             for l in &reply.lines {
                 println!("{l}");
             }
+            for e in &rev_errors {
+                eprintln!("error: revocation not applied: {e}");
+            }
             return Ok(match reply.code {
-                0 => ExitCode::Ok,
-                3 => ExitCode::Config,
+                0 if rev_errors.is_empty() => ExitCode::Ok,
+                0 | 3 => ExitCode::Config,
                 _ => ExitCode::Failure,
             });
         }
@@ -276,6 +290,8 @@ fn rotate(root: &NodeRoot, config: &Config, args: &RotateArgs) -> Result<ExitCod
     let actions_ok = run_dependents(&runtime, root, config, &outcomes);
     Ok(if outcomes.iter().any(|o| o.failed()) || !actions_ok {
         ExitCode::Failure
+    } else if !rev_errors.is_empty() {
+        ExitCode::Config
     } else {
         ExitCode::Ok
     })
@@ -319,6 +335,7 @@ fn repair(root: &NodeRoot, config: &Config, dry_run: bool) -> Result<ExitCode, F
         repair_only: true,
         now: time::OffsetDateTime::now_utc(),
     };
+    let rev_errors = revocation_errors(root, config);
     let (runtime, outcomes) = rotate_here(root, config, &[], req)?;
     use crate::rotation::Action;
     let mut repaired = 0;
@@ -352,6 +369,8 @@ fn repair(root: &NodeRoot, config: &Config, dry_run: bool) -> Result<ExitCode, F
     let actions_ok = dry_run || run_dependents(&runtime, root, config, &outcomes);
     Ok(if broken > 0 || !actions_ok {
         ExitCode::Failure
+    } else if !rev_errors.is_empty() {
+        ExitCode::Config
     } else {
         ExitCode::Ok
     })
@@ -555,11 +574,16 @@ fn check(root: &NodeRoot, config: &Config, args: &CheckArgs) -> Result<ExitCode,
         args.paths.iter().cloned().map(Target::Given).collect()
     };
     targets.extend(args.remote.iter().cloned().map(Target::Remote));
-    let entries = inventory::collect(root, &targets);
+    let mut entries = inventory::collect(root, &targets);
+    if args.paths.is_empty() {
+        // Everything the config declares, even what walking the directories cannot see.
+        let declared = crate::declared::problems(root, config, &entries);
+        entries.extend(declared);
+    }
     let mut rows = crate::check::rows(&entries, time::OffsetDateTime::now_utc(), policy);
     let revs = crate::revocation::load_dir(root, &config.revocation.directory);
     for e in &revs.errors {
-        eprintln!("warning: revocation entry ignored: {e}");
+        eprintln!("error: revocation not applied: {e}");
     }
     crate::check::apply_revocations(&mut rows, &entries, &revs.entries);
     // What the config declares and the node lacks (only for the node's own report).
@@ -578,5 +602,16 @@ fn check(root: &NodeRoot, config: &Config, args: &CheckArgs) -> Result<ExitCode,
     let mut out = std::io::stdout().lock();
     // A closed pipe (`check | head`) is not an error worth a panic.
     let _ = out.write_all(text.as_bytes());
-    Ok(crate::check::exit_code(&rows))
+    // Revocation fails closed: what could be read applies, and the command says it failed.
+    Ok(if revs.errors.is_empty() {
+        crate::check::exit_code(&rows)
+    } else {
+        ExitCode::Config
+    })
+}
+
+/// The errors of the revocation files (the entries that could be read still apply): a
+/// command that meets any exits non-zero.
+fn revocation_errors(root: &NodeRoot, config: &Config) -> Vec<String> {
+    crate::revocation::load_dir(root, &config.revocation.directory).errors
 }

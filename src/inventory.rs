@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::kube::kubeconfig::{decode_data, Kubeconfig};
+use crate::parallel;
 use crate::paths::{self, NodeRoot};
+use crate::pki::cert::SignatureCheck;
 use crate::pki::{key, parse_material, CertInfo};
 
 /// Where to look.
@@ -52,6 +54,11 @@ impl Entry {
             chains_to: None,
             problem: Some(problem),
         }
+    }
+
+    /// A file that should hold a certificate but cannot be used, and why.
+    pub fn problem_at(path: String, problem: String) -> Entry {
+        Entry::problem(path, None, problem)
     }
 
     /// `path` or `path (location)`.
@@ -111,6 +118,14 @@ impl Loc {
     }
 }
 
+/// What a directory walk found: read and parsed afterwards, on every core.
+enum Found {
+    /// A certificate (or lone key) file, and the key file beside it.
+    File { file: Loc, sibling_key: Option<Loc> },
+    /// A directory that could not be listed, and why.
+    Unlisted { dir: String, reason: String },
+}
+
 /// File extensions that hold certificate material in a pki directory.
 const MATERIAL_EXTENSIONS: &[&str] = &["crt", "pem", "cer", "der", "key"];
 
@@ -144,20 +159,18 @@ pub fn collect(root: &NodeRoot, targets: &[Target]) -> Vec<Entry> {
                 let loc = Loc::Node(p.clone());
                 // A node without (say) kubelet has no /var/lib/kubelet/pki: nothing to report.
                 if loc.host(root).is_dir() {
-                    walk_dir(root, &loc, &mut entries)
+                    entries.extend(read_tree(root, &loc))
                 }
             }
             Target::Kubeconfig(p) => read_kubeconfig(root, &Loc::Node(p.clone()), &mut entries),
             Target::Remote(addr) => match crate::remote::fetch_chain(addr) {
-                Ok(chain) => {
-                    push_certs(&format!("remote:{addr}"), None, &chain, None, &mut entries)
-                }
+                Ok(chain) => push_certs(&format!("remote:{addr}"), None, chain, None, &mut entries),
                 Err(e) => entries.push(Entry::problem(format!("remote:{addr}"), None, e)),
             },
             Target::Given(p) => {
                 let loc = Loc::Host(p.clone());
                 if p.is_dir() {
-                    walk_dir(root, &loc, &mut entries)
+                    entries.extend(read_tree(root, &loc))
                 } else {
                     read_given_file(root, &loc, &mut entries)
                 }
@@ -195,16 +208,33 @@ pub fn expand_kubeconfig_globs(root: &NodeRoot, globs: &[String]) -> Vec<PathBuf
     out
 }
 
-fn walk_dir(root: &NodeRoot, dir: &Loc, entries: &mut Vec<Entry>) {
+/// Every certificate under `dir`, in walk order (names sorted, depth first). The files are
+/// read and parsed in parallel: a pki tree can hold thousands.
+fn read_tree(root: &NodeRoot, dir: &Loc) -> Vec<Entry> {
+    let mut found = Vec::new();
+    walk_dir(root, dir, &mut found);
+    parallel::map(&found, |f| match f {
+        Found::File { file, sibling_key } => {
+            let mut entries = Vec::new();
+            read_material_file(root, file, sibling_key.as_ref(), &mut entries);
+            entries
+        }
+        Found::Unlisted { dir, reason } => vec![Entry::problem(dir.clone(), None, reason.clone())],
+    })
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+fn walk_dir(root: &NodeRoot, dir: &Loc, found: &mut Vec<Found>) {
     let host = dir.host(root);
     let listing = match std::fs::read_dir(&host) {
         Ok(l) => l,
         Err(e) => {
-            entries.push(Entry::problem(
-                dir.display(),
-                None,
-                format!("cannot list directory: {e}"),
-            ));
+            found.push(Found::Unlisted {
+                dir: dir.display(),
+                reason: format!("cannot list directory: {e}"),
+            });
             return;
         }
     };
@@ -226,7 +256,7 @@ fn walk_dir(root: &NodeRoot, dir: &Loc, entries: &mut Vec<Entry>) {
             continue;
         }
         if ftype.is_dir() {
-            walk_dir(root, &dir.child(name), entries);
+            walk_dir(root, &dir.child(name), found);
             continue;
         }
         let Some(ext) = Path::new(name).extension().and_then(|e| e.to_str()) else {
@@ -250,7 +280,10 @@ fn walk_dir(root: &NodeRoot, dir: &Loc, entries: &mut Vec<Entry>) {
         }
         let sibling_key = (ext != "key" && name_set.contains(&format!("{stem}.key")))
             .then(|| dir.child(std::ffi::OsStr::new(&format!("{stem}.key"))));
-        read_material_file(root, &dir.child(name), sibling_key.as_ref(), entries);
+        found.push(Found::File {
+            file: dir.child(name),
+            sibling_key,
+        });
     }
 }
 
@@ -325,7 +358,7 @@ fn read_material_file(
         Some(k) => Some((path.clone(), KeyRead::Loaded(k.clone_key()))),
         None => sibling_key.map(|k| (k.display(), KeyRead::from_file(root, k))),
     };
-    push_certs(&path, None, &material.certificates, key, entries);
+    push_certs(&path, None, material.certificates, key, entries);
 }
 
 /// A private key found for a certificate: (where, what became of reading it).
@@ -364,18 +397,19 @@ impl KeyRead {
 fn push_certs(
     path: &str,
     field: Option<&str>,
-    certs: &[Vec<u8>],
+    certs: Vec<Vec<u8>>,
     key: Option<LoadedKey>,
     entries: &mut Vec<Entry>,
 ) {
-    for (i, der) in certs.iter().enumerate() {
-        let location = match (field, certs.len()) {
+    let count = certs.len();
+    for (i, der) in certs.into_iter().enumerate() {
+        let location = match (field, count) {
             (Some(f), 1) => Some(f.to_string()),
             (Some(f), _) => Some(format!("{f}#{}", i + 1)),
             (None, 1) => None,
             (None, _) => Some(format!("#{}", i + 1)),
         };
-        let mut entry = match CertInfo::parse(der) {
+        let mut entry = match CertInfo::from_der(der) {
             Ok(c) => Entry {
                 path: path.to_string(),
                 location,
@@ -467,7 +501,7 @@ fn kubeconfig_entries(root: &NodeRoot, loc: &Loc, bytes: &[u8], entries: &mut Ve
             c.cluster.certificate_authority.as_ref(),
         ) {
             match m {
-                Ok(m) => push_certs(&path, Some(&field), &m.certificates, None, entries),
+                Ok(m) => push_certs(&path, Some(&field), m.certificates, None, entries),
                 Err(e) => entries.push(Entry::problem(path.clone(), Some(field), e)),
             }
         }
@@ -513,36 +547,43 @@ fn kubeconfig_entries(root: &NodeRoot, loc: &Loc, bytes: &[u8], entries: &mut Ve
                 )
             }),
         };
-        push_certs(&path, Some(&field), &m.certificates, key, entries);
+        push_certs(&path, Some(&field), m.certificates, key, entries);
     }
 }
 
-/// Relate each certificate to the CA in the inventory whose key signed it.
+/// Relate each certificate to the CA in the inventory whose key signed it. Each CA's key
+/// is parsed once; the signatures are checked on every core.
 fn link_chains(entries: &mut [Entry]) {
     // CAs by subject, first occurrence per distinct certificate.
-    let mut cas: BTreeMap<Vec<u8>, Vec<(String, CertInfo)>> = BTreeMap::new();
+    let mut cas: BTreeMap<&[u8], Vec<(String, SignatureCheck<'_>)>> = BTreeMap::new();
     for e in entries.iter() {
-        if let Some(c) = e.cert.as_ref().filter(|c| c.is_ca) {
-            let list = cas.entry(c.subject_der.clone()).or_default();
-            if !list.iter().any(|(_, known)| known.der == c.der) {
-                list.push((e.label(), c.clone()));
-            }
-        }
-    }
-    for e in entries.iter_mut() {
-        let Some(cert) = &e.cert else { continue };
-        let Some(candidates) = cas.get(&cert.issuer_der) else {
+        let Some(c) = e.cert.as_ref().filter(|c| c.is_ca) else {
             continue;
         };
-        match candidates.iter().find(|(_, ca)| cert.is_signed_by(ca)) {
-            Some((label, _)) => e.chains_to = Some(label.clone()),
-            None if e.problem.is_none() => {
+        let list = cas.entry(&c.subject_der).or_default();
+        if !list.iter().any(|(_, known)| known.ca_der() == c.der) {
+            list.extend(SignatureCheck::new(c).map(|check| (e.label(), check)));
+        }
+    }
+    // Per entry: Ok(the CA that signed it), Err(the first CA of that name: none did).
+    let links: Vec<Option<Result<String, String>>> = parallel::map(entries, |e| {
+        let cert = e.cert.as_ref()?;
+        let candidates = cas.get(cert.issuer_der.as_slice())?;
+        let (first, _) = candidates.first()?;
+        Some(match candidates.iter().find(|(_, ca)| ca.signed(cert)) {
+            Some((label, _)) => Ok(label.clone()),
+            None => Err(first.clone()),
+        })
+    });
+    for (e, link) in entries.iter_mut().zip(links) {
+        match link {
+            Some(Ok(label)) => e.chains_to = Some(label),
+            Some(Err(first)) if e.problem.is_none() => {
                 e.problem = Some(format!(
-                    "signature does not verify against the CA with the same subject ({})",
-                    candidates[0].0
+                    "signature does not verify against the CA with the same subject ({first})"
                 ))
             }
-            None => {}
+            _ => {}
         }
     }
 }

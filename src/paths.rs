@@ -32,8 +32,8 @@ pub enum ReadError {
     SymlinkLoop,
     #[error("dangling symlink to {target}")]
     Dangling { target: String },
-    #[error("not a regular file")]
-    NotAFile,
+    #[error("not a regular file: {0}")]
+    NotAFile(&'static str),
     #[error("permission denied")]
     PermissionDenied,
     #[error("no such file")]
@@ -106,8 +106,95 @@ impl NodeRoot {
         )?)
     }
 
+    /// Open the directory at a node path, resolving every symlink inside the root (so that
+    /// nothing under `--root` can send a write elsewhere). `create`: make missing
+    /// components (0755 whatever the umask, each fsynced into its parent), each relative to
+    /// its opened parent.
+    pub fn open_dir(&self, node_dir: &Path, create: bool) -> io::Result<OwnedFd> {
+        let rootfd = rustix::fs::open(
+            &self.root,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let rel = normalize(relative(node_dir));
+        let open_in_root = |p: &Path| {
+            let p = if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            };
+            rustix::fs::openat2(
+                &rootfd,
+                p,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+                ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+            )
+        };
+        match open_in_root(&rel) {
+            Ok(fd) => Ok(fd),
+            Err(rustix::io::Errno::NOENT) if create => {
+                let mut cur = open_in_root(Path::new(""))?;
+                let mut sofar = PathBuf::new();
+                for c in rel.components() {
+                    sofar.push(c);
+                    let created = match rustix::fs::mkdirat(
+                        &cur,
+                        c.as_os_str(),
+                        Mode::from_raw_mode(0o755),
+                    ) {
+                        Ok(()) => {
+                            rustix::fs::fsync(&cur)?;
+                            true
+                        }
+                        Err(rustix::io::Errno::EXIST) => false,
+                        Err(e) => return Err(e.into()),
+                    };
+                    cur = open_in_root(&sofar)?;
+                    if created {
+                        // 0755 whatever the umask (the unit sets UMask=0077).
+                        rustix::fs::fchmod(&cur, Mode::from_raw_mode(0o755))?;
+                    }
+                }
+                Ok(cur)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The metadata of a node path (symlinks resolved inside the root), without opening it.
+    pub fn stat_in_root(&self, node_path: &Path) -> io::Result<rustix::fs::Stat> {
+        let root = rustix::fs::open(
+            &self.root,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let rel = relative(node_path);
+        let rel = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rel
+        };
+        let fd = rustix::fs::openat2(
+            &root,
+            rel,
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        )?;
+        Ok(rustix::fs::fstat(&fd)?)
+    }
+
     /// ENOENT on a path that is itself a symlink means the link dangles: say where it points.
     fn explain_open_error(&self, node_path: &Path, e: io::Error) -> ReadError {
+        // Opening a socket gives ENXIO, a FIFO may block, a device is not ours: say what
+        // the file is instead of a raw errno.
+        if let Ok(st) = self.stat_in_root(node_path) {
+            if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile
+            {
+                return ReadError::NotAFile(mode_in_words(st.st_mode));
+            }
+        }
         let err = ReadError::from(e);
         if matches!(err, ReadError::NotFound) {
             if let Ok(target) = std::fs::read_link(self.host_path(node_path)) {
@@ -141,7 +228,7 @@ pub fn read_host_file(path: &Path) -> Result<Vec<u8>, ReadError> {
 fn read_limited(file: File) -> Result<Vec<u8>, ReadError> {
     let meta = file.metadata()?;
     if !meta.is_file() {
-        return Err(ReadError::NotAFile);
+        return Err(ReadError::NotAFile(kind_in_words(meta.file_type())));
     }
     if meta.len() > MAX_FILE_BYTES {
         return Err(ReadError::TooLarge {
@@ -159,6 +246,43 @@ fn read_limited(file: File) -> Result<Vec<u8>, ReadError> {
         });
     }
     Ok(buf)
+}
+
+/// What a file that is not a regular file is, in words ("a socket").
+pub fn kind_in_words(t: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_fifo() {
+        "a named pipe (FIFO)"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_symlink() {
+        "a symlink"
+    } else if t.is_file() {
+        "a regular file"
+    } else {
+        "of an unknown type"
+    }
+}
+
+/// [`kind_in_words`] for a raw `st_mode`.
+pub fn mode_in_words(mode: u32) -> &'static str {
+    use rustix::fs::FileType as T;
+    match T::from_raw_mode(mode) {
+        T::Directory => "a directory",
+        T::Socket => "a socket",
+        T::Fifo => "a named pipe (FIFO)",
+        T::CharacterDevice => "a character device",
+        T::BlockDevice => "a block device",
+        T::Symlink => "a symlink",
+        T::RegularFile => "a regular file",
+        _ => "of an unknown type",
+    }
 }
 
 /// `/a/b` -> `a/b`; `..` components are dropped so that a node path never leaves the root.

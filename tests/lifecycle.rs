@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use kube_standin_apiserver::{Options, StandIn};
-use support::daemon::{wait_until, Daemon};
+use support::daemon::{serial_of, wait_until, Daemon};
 use support::openssl::{self, Key};
 use support::NodeTree;
 
@@ -268,5 +268,99 @@ fn a_deleted_certificate_without_a_subject_in_its_config_is_reissued_from_its_hi
         new.sans.contains(&"DNS:kubernetes.default".to_string()),
         "{:?}",
         new.sans
+    );
+}
+
+fn serving_csrs(
+    api: &StandIn,
+) -> Vec<k8s_openapi::api::certificates::v1::CertificateSigningRequest> {
+    api.list()
+        .into_iter()
+        .filter(|c| c.spec.signer_name == "kubernetes.io/kubelet-serving")
+        .collect()
+}
+
+fn pending(csr: &k8s_openapi::api::certificates::v1::CertificateSigningRequest) -> bool {
+    csr.status
+        .as_ref()
+        .map(|s| s.conditions.as_deref().unwrap_or_default().is_empty() && s.certificate.is_none())
+        .unwrap_or(true)
+}
+
+#[test]
+fn a_pending_serving_csr_holds_up_nothing_else() {
+    let api = StandIn::start(Options::default()).expect("stand-in starts");
+    let node = NodeTree::new();
+    api.write_bootstrap_kubeconfig(&node.path("/var/lib/kubelet/bootstrap-kubeconfig"))
+        .unwrap();
+    let pki = node.path(PKI);
+    openssl::ca(&pki, "ca", Key::P256, "kubernetes", 3650);
+    config(
+        &node,
+        &format!(
+            "nodeName: node-1\nkubelet:\n  serving: {{enabled: true, addresses: [node-1, 127.0.0.1]}}\n  csrTimeout: 10m\n\
+             certificates:\n- name: apiserver\n  ca: {{cert: {PKI}/ca.crt, key: {PKI}/ca.key}}\n  cert: {PKI}/apiserver.crt\n  key: {PKI}/apiserver.key\n  subject: {{commonName: kube-apiserver}}\n  dnsNames: [kubernetes]\n  usages: [serverAuth]\n"
+        ),
+    );
+    let mut d = Daemon::start(&node, &[]);
+    // READY=1 does not wait for a person to approve the serving CSR.
+    d.wait_notify("READY=1", T);
+    wait_until(T, || serving_csrs(&api).len() == 1)
+        .unwrap_or_else(|| panic!("no serving CSR\n{}", d.log_text()));
+    // While it waits, a deleted local-CA certificate is repaired...
+    let cert = pki.join("apiserver.crt");
+    let before = serial_of(&cert).unwrap();
+    std::fs::remove_file(&cert).unwrap();
+    wait_until(T, || serial_of(&cert).is_some_and(|s| s != before))
+        .unwrap_or_else(|| panic!("not repaired while the CSR waits\n{}", d.log_text()));
+    // ...the control socket answers...
+    let out = node.agent(&["rotate", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    // ...and the serving CSR is still the one, still pending: the repair came first.
+    let csrs = serving_csrs(&api);
+    assert_eq!(csrs.len(), 1);
+    assert!(pending(&csrs[0]), "{:?}", csrs[0].status);
+    let log = d.log_text();
+    let created = log
+        .find("signer kubernetes.io/kubelet-serving")
+        .expect("CSR created line");
+    // The repair is the last "rotated (missing)" of apiserver (the first was at start-up).
+    let repaired = log
+        .rfind("apiserver: rotated (missing)")
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(created < repaired, "{log}");
+    // SIGTERM during the wait: the daemon exits now, not after csrTimeout.
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(T), Some(0), "{}", d.log_text());
+}
+
+#[test]
+fn a_server_that_never_answers_times_out_naming_the_server() {
+    let api = StandIn::start(Options::default()).expect("stand-in starts");
+    // Accepts connections and never says a word (not even the TLS handshake).
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://{}", silent.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = vec![];
+        for s in silent.incoming() {
+            held.push(s);
+        }
+    });
+    let node = NodeTree::new();
+    std::fs::write(
+        node.path("/var/lib/kubelet/bootstrap-kubeconfig"),
+        api.bootstrap_kubeconfig().replace(&api.url(), &url),
+    )
+    .unwrap();
+    config(
+        &node,
+        "nodeName: node-1\nkubelet:\n  serving: {enabled: false}\n  csrTimeout: 3s\n  requestTimeout: 1s\n",
+    );
+    let out = node.agent(&["rotate", "kubelet-client"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    assert!(
+        text.contains(&format!("{url}: no answer within 1s")),
+        "{text}"
     );
 }

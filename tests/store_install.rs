@@ -181,7 +181,8 @@ fn migration_from_plain_files_keeps_mode_and_owner() {
         .install(&apiserver(), new.cert.as_bytes(), new.key.as_bytes(), t(0))
         .unwrap();
     assert_pair_is(d.path(), CRT, KEY, &new);
-    assert_eq!(mode(&pki.join("apiserver.key")), 0o640);
+    // A new private key is 0600 whatever the old one's mode (owner and group kept).
+    assert_eq!(mode(&pki.join("apiserver.key")), 0o600);
     assert_eq!(mode(&pki.join("apiserver.crt")), 0o604);
     if as_root {
         assert_eq!(owner(&pki.join("apiserver.key")), (1234, 4321));
@@ -322,7 +323,8 @@ fn write_file_creates_with_the_given_mode_and_keeps_an_existing_ones() {
     let ino = std::fs::metadata(&hconf).unwrap().ino();
     store.write_file(conf, b"two", FileSpec::KEY).unwrap();
     assert_eq!(std::fs::read(&hconf).unwrap(), b"two");
-    assert_eq!(mode(&hconf), 0o640);
+    // A secret (0600 asked) is tightened back to 0600; the owner stays.
+    assert_eq!(mode(&hconf), 0o600);
     if as_root {
         assert_eq!(owner(&hconf), (65534, 65534));
     }
@@ -338,7 +340,18 @@ fn write_file_creates_with_the_given_mode_and_keeps_an_existing_ones() {
             FileSpec::CERT,
         )
         .unwrap();
-    assert_eq!(mode(&host(d.path(), "/etc/kubernetes/pki/ca.crl")), 0o644);
+    let hcrl = host(d.path(), "/etc/kubernetes/pki/ca.crl");
+    assert_eq!(mode(&hcrl), 0o644);
+    // A file that is not a secret keeps the mode it was given.
+    std::fs::set_permissions(&hcrl, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+    store
+        .write_file(
+            Path::new("/etc/kubernetes/pki/ca.crl"),
+            b"crl2",
+            FileSpec::CERT,
+        )
+        .unwrap();
+    assert_eq!(mode(&hcrl), 0o640);
     assert!(temps(d.path(), "/etc/kubernetes").is_empty());
 }
 

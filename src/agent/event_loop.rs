@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use super::schedule::{self, Gate};
 use super::socket::serve_connection;
-use super::{watch_dirs, Agent, ControlMsg};
+use super::{watch_dirs, Agent, ControlMsg, TaskMsg};
 use crate::exit::{ExitCode, Fatal};
 use crate::rotation::{self, plan::rfc3339};
 use crate::service::control;
@@ -71,19 +71,27 @@ impl Agent {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             t
         });
-        // Reconcile, then READY=1.
+        let mut task_rx = self.tasks.1.take().expect("the loop runs once");
+        // Reconcile, then READY=1: at once when the kubelet's client certificate is not
+        // being requested, else when its task reports (a serving CSR never holds it up).
         sd::status("reconciling");
         // Look before renewing: a certificate overdue with the whole fleet (the nodes were
         // off) waits its turn instead of renewing at start-up (`lifecycle::spread`).
         self.rescan().await;
         pinging(&mut wd_tick, self.cycle(&[], false, "start-up")).await;
-        let status = self.status_line();
-        tracing::info!("ready: {status}");
-        sd::ready(&status);
+        let mut ready = false;
+        if !self.client_in_flight() {
+            self.announce_ready();
+            ready = true;
+        }
 
         let mut hup_gate = Gate::hup();
         let mut fs_gate = Gate::fs();
         let mut fs_paths: Vec<PathBuf> = vec![];
+        // Wall and monotonic clocks at the last wake: a difference between their advances
+        // is a clock step, after which every deadline is planned again.
+        let mut last_wall = OffsetDateTime::now_utc();
+        let mut last_mono = std::time::Instant::now();
         loop {
             #[cfg(feature = "failpoints")]
             if crate::store::failpoint::action(super::STALL_POINT).as_deref() == Some("stall") {
@@ -93,6 +101,17 @@ impl Agent {
                 }
             }
             let now = OffsetDateTime::now_utc();
+            if let Some(jump) = schedule::clock_jump(last_wall, now, last_mono.elapsed()) {
+                tracing::warn!(
+                    JUMP_SECONDS = jump.whole_seconds(),
+                    "the wall clock jumped by {jump} since the last wake: re-planning every certificate"
+                );
+                self.resync_at = now + schedule::RESYNC;
+                pinging(&mut wd_tick, self.cycle(&[], false, "clock jump")).await;
+            }
+            last_wall = OffsetDateTime::now_utc();
+            last_mono = std::time::Instant::now();
+            let now = last_wall;
             let (at, why) = self.next_wake();
             let nap = schedule::sleep_for(now, at);
             let hup_at = hup_gate.fire_at();
@@ -128,6 +147,14 @@ impl Agent {
                     let tx = ctl_tx.clone();
                     tokio::spawn(serve_connection(stream, tx));
                 }
+                Some(msg) = task_rx.recv() => {
+                    let TaskMsg::Outcome(o, why) = msg;
+                    pinging(&mut wd_tick, self.apply(std::slice::from_ref(&*o), &why)).await;
+                    if !ready && !self.client_in_flight() {
+                        self.announce_ready();
+                        ready = true;
+                    }
+                }
                 Some((req, reply)) = ctl_rx.recv() => {
                     let r = pinging(&mut wd_tick, self.on_control(req)).await;
                     let _ = reply.send(r);
@@ -154,7 +181,7 @@ impl Agent {
         }
         sd::stopping();
         self.save_state();
-        let _ = std::fs::remove_file(control::socket_path(&self.root));
+        control::unbind(&self.root);
         Ok(ExitCode::Ok)
     }
 
@@ -173,5 +200,19 @@ impl Agent {
                 Err(e) => tracing::warn!("cannot watch {}: {e}", d.display()),
             }
         }
+    }
+}
+
+impl Agent {
+    fn client_in_flight(&self) -> bool {
+        self.certs.iter().any(|c| {
+            c.name == crate::pki::csr::KubeletCert::Client.name() && c.life.phase.in_flight()
+        })
+    }
+
+    fn announce_ready(&self) {
+        let status = self.status_line();
+        tracing::info!("ready: {status}");
+        sd::ready(&status);
     }
 }

@@ -105,16 +105,34 @@ impl Agent {
                 attempt.push(n);
             }
         }
+        // The kubelet's certificates wait on the API server (a serving CSR on a person):
+        // a task does that and reports back; the loop goes on.
+        let kubelet: Vec<String> = rotation::kubelet_kinds(&self.config)
+            .iter()
+            .map(|k| k.name().to_string())
+            .collect();
+        let (remote, local): (Vec<String>, Vec<String>) =
+            attempt.into_iter().partition(|n| kubelet.contains(n));
+        if !remote.is_empty() {
+            self.spawn_kubelet(remote, forced, why);
+        }
         // `rotate` takes an empty list as "all": nothing to try is nothing to call.
-        let outcomes = if attempt.is_empty() {
+        let outcomes = if local.is_empty() {
             vec![]
         } else {
-            self.rotate(&attempt, forced, false).await
+            self.rotate(&local, forced, false).await
         };
+        self.apply(&outcomes, why).await;
+        outcomes
+    }
+
+    /// What a cycle (or a task's report) does with outcomes: feed the life-cycle, log, run
+    /// the coalesced actions of what was rotated, rescan, save state.json, update STATUS.
+    pub(super) async fn apply(&mut self, outcomes: &[Outcome], why: &str) {
         let now = OffsetDateTime::now_utc();
-        self.metrics.observe(&outcomes, false, now);
-        self.events.outcomes(&outcomes);
-        for o in &outcomes {
+        self.metrics.observe(outcomes, false, now);
+        self.events.outcomes(outcomes);
+        for o in outcomes {
             log_outcome(o, why);
             let Some(c) = self.cert_mut(&o.name) else {
                 continue;
@@ -206,7 +224,6 @@ impl Agent {
         self.rescan().await;
         self.save_state();
         sd::status(&self.status_line());
-        outcomes
     }
 
     pub(super) async fn run_action(&mut self, action: Action, certs: Vec<String>, attempts: u32) {

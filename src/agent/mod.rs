@@ -22,13 +22,14 @@ mod execute;
 mod scan;
 pub mod schedule;
 mod socket;
+mod tasks;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use time::OffsetDateTime;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{self, Action, Config};
 use crate::exit::{ExitCode, Fatal};
@@ -70,6 +71,12 @@ struct Pending {
 
 type ControlMsg = (control::Request, oneshot::Sender<control::Reply>);
 
+/// A task's report to the main loop.
+enum TaskMsg {
+    /// One certificate's outcome, and what triggered the run.
+    Outcome(Box<Outcome>, String),
+}
+
 struct Agent {
     root: NodeRoot,
     config: Config,
@@ -84,6 +91,11 @@ struct Agent {
     watchdog: Option<Duration>,
     metrics: crate::metrics::Hub,
     events: crate::events::Recorder,
+    /// Reports of tasks (kubelet CSRs) to the main loop.
+    tasks: (
+        mpsc::UnboundedSender<TaskMsg>,
+        Option<mpsc::UnboundedReceiver<TaskMsg>>,
+    ),
 }
 
 /// `kube-cert-agent run`.
@@ -108,7 +120,9 @@ pub fn run(root: NodeRoot, config_path: Option<&Path>) -> Result<ExitCode, Fatal
         env!("CARGO_PKG_VERSION"),
         root.root().display()
     );
-    runtime.block_on(async move {
+    // A LocalSet: tasks (kubelet CSRs) run on this one thread beside the loop.
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async move {
         let mut agent = Agent::new(root, config, config_file);
         agent.main().await
     })
@@ -168,7 +182,7 @@ fn actions_of(config: &Config, name: &str) -> Vec<Action> {
 
 fn watch_dirs(root: &NodeRoot, config: &Config, config_file: &Path) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = config
-        .managed_directories()
+        .watch_directories()
         .iter()
         .map(|d| root.host_path(d))
         .collect();
@@ -208,6 +222,10 @@ impl Agent {
             watchdog: sd::watchdog_interval(),
             metrics: metrics.clone(),
             events: crate::events::Recorder::off(metrics),
+            tasks: {
+                let (tx, rx) = mpsc::unbounded_channel();
+                (tx, Some(rx))
+            },
         };
         a.sync_names();
         a

@@ -61,6 +61,23 @@ pub fn next_wake(
     best
 }
 
+/// A wall clock that moved this much more (or less) than the monotonic clock between two
+/// wakes was stepped (NTP, an operator, a resume from suspend): every plan is redone.
+pub const CLOCK_JUMP: time::Duration = time::Duration::seconds(60);
+
+/// How far the wall clock jumped between two wakes: `wall_before`/`wall_now` from the
+/// wall clock, `monotonic_elapsed` from the monotonic clock over the same interval.
+/// `None` when the two agree within [`CLOCK_JUMP`].
+pub fn clock_jump(
+    wall_before: OffsetDateTime,
+    wall_now: OffsetDateTime,
+    monotonic_elapsed: Duration,
+) -> Option<time::Duration> {
+    let mono = time::Duration::try_from(monotonic_elapsed).ok()?;
+    let skew = (wall_now - wall_before) - mono;
+    (skew.abs() >= CLOCK_JUMP).then_some(skew)
+}
+
 /// How long to sleep toward `at` (wall clock) from `now`: never more than [`MAX_SLEEP`],
 /// zero when it has passed.
 pub fn sleep_for(now: OffsetDateTime, at: OffsetDateTime) -> Duration {
@@ -293,5 +310,17 @@ mod tests {
             "1 certificate, no rotation scheduled, failing: etcd-peer"
         );
         assert_eq!(human(time::Duration::hours(76)), "3d4h");
+    }
+
+    #[test]
+    fn clock_jumps_are_told_apart_from_time_passing() {
+        let t0 = datetime!(2026-11-22 00:00 UTC);
+        let ten = Duration::from_secs(600);
+        assert_eq!(clock_jump(t0, t0 + time::Duration::seconds(600), ten), None);
+        assert_eq!(clock_jump(t0, t0 + time::Duration::seconds(630), ten), None);
+        let back = t0 - time::Duration::days(1825) + time::Duration::seconds(600);
+        assert_eq!(clock_jump(t0, back, ten), Some(-time::Duration::days(1825)));
+        let ahead = t0 + time::Duration::days(365) + time::Duration::seconds(600);
+        assert_eq!(clock_jump(t0, ahead, ten), Some(time::Duration::days(365)));
     }
 }

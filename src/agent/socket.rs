@@ -32,14 +32,27 @@ impl Agent {
             };
         }
         let forced = all || !names.is_empty();
+        let mut running = vec![];
         let outcomes = if dry_run {
             self.rotate(&names, forced, true).await
         } else {
             let names = if all { known } else { names };
-            self.cycle(&names, forced, "rotate command").await
+            let outcomes = self.cycle(&names, forced, "rotate command").await;
+            // Renewals through the API server go on in a task: say so rather than wait.
+            for c in self.certs.iter().filter(|c| c.life.phase.in_flight()) {
+                if names.is_empty() || names.contains(&c.name) {
+                    running.push(format!(
+                        "{}: renewal running (CSR to the API server); `kube-cert-agent status` shows the result",
+                        c.name
+                    ));
+                }
+            }
+            outcomes
         };
+        let mut lines: Vec<String> = outcomes.iter().map(Outcome::line).collect();
+        lines.extend(running);
         control::Reply {
-            lines: outcomes.iter().map(Outcome::line).collect(),
+            lines,
             code: if outcomes.iter().any(Outcome::failed) {
                 ExitCode::Failure as i32
             } else {

@@ -102,7 +102,7 @@ impl<'a> Ctx<'a> {
         self.step(lines, what, || match (&self.ca.key, key) {
             (Some(kp), Some(k)) => self
                 .store
-                .install_pair(&self.ca.cert, kp, pem.as_bytes(), k, self.opts.now)
+                .install_ca_pair(&self.ca.cert, kp, pem.as_bytes(), k, self.opts.now)
                 .map(|_| ())
                 .map_err(|e| e.to_string()),
             _ => self

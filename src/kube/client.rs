@@ -63,6 +63,8 @@ pub enum ApiError {
     },
     #[error("{server}: cannot connect: {detail}")]
     Connect { server: String, detail: String },
+    #[error("{server}: no answer within {after:?} (request timeout)")]
+    Timeout { server: String, after: Duration },
     #[error("{server}: {code} {reason}: {message}")]
     Status {
         server: String,
@@ -81,7 +83,7 @@ impl ApiError {
     /// Worth another try with the same credentials (5xx, 429, connection trouble).
     pub fn is_transient(&self) -> bool {
         match self {
-            ApiError::Connect { .. } => true,
+            ApiError::Connect { .. } | ApiError::Timeout { .. } => true,
             ApiError::Status { code, .. } => *code == 429 || *code >= 500,
             _ => false,
         }
@@ -118,9 +120,22 @@ pub struct ApiClient {
     what: String,
     ca_source: String,
     requests: Arc<AtomicU64>,
+    timeout: Duration,
 }
 
+/// Every request gets an answer within this (a server that accepts and never answers
+/// must not stall the agent); `kubelet.requestTimeout` sets it for the kubelet's CSRs.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// A watch is cut and resumed (from its resourceVersion) after this.
+pub const WATCH_TIMEOUT: Duration = Duration::from_secs(300);
+
 impl ApiClient {
+    /// The same client with another per-request timeout.
+    pub fn with_timeout(mut self, timeout: Duration) -> ApiClient {
+        self.timeout = timeout;
+        self
+    }
+
     pub fn new(endpoint: &Endpoint, creds: &Credentials) -> Result<ApiClient, ApiError> {
         let setup = |e: String| ApiError::Setup(e);
         let mut roots = rustls::RootCertStore::empty();
@@ -196,6 +211,7 @@ impl ApiClient {
             what,
             ca_source: endpoint.ca_source.clone(),
             requests: Arc::new(AtomicU64::new(0)),
+            timeout: REQUEST_TIMEOUT,
         })
     }
 
@@ -209,7 +225,8 @@ impl ApiClient {
         let mut r = self
             .http
             .request(method, format!("{}{path_and_query}", self.server))
-            .header("Accept", "application/json");
+            .header("Accept", "application/json")
+            .timeout(self.timeout);
         if let Some(t) = &self.token {
             r = r.bearer_auth(t);
         }
@@ -217,6 +234,12 @@ impl ApiClient {
     }
 
     fn transport_error(&self, e: reqwest::Error) -> ApiError {
+        if e.is_timeout() {
+            return ApiError::Timeout {
+                server: self.server.clone(),
+                after: self.timeout,
+            };
+        }
         let mut detail = e.to_string();
         let mut src: Option<&dyn std::error::Error> = std::error::Error::source(&e);
         while let Some(s) = src {
@@ -397,6 +420,7 @@ impl ApiClient {
     ) -> Result<(), ApiError> {
         let mut resp = self
             .request(reqwest::Method::GET, path_and_query)
+            .timeout(WATCH_TIMEOUT.max(self.timeout))
             .send()
             .await
             .map_err(|e| self.transport_error(e))?;

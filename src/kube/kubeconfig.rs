@@ -179,44 +179,7 @@ current-context: c
     }
 }
 
-/// Put a new client certificate and key into a kubeconfig, as embedded data, for the user
-/// of the current context (or the only user). Every other field is kept; comments are not.
-/// Returns the new text and the user's name.
-pub fn replace_client_credentials(
-    text: &str,
-    cert_pem: &[u8],
-    key_pem: &[u8],
-) -> Result<(String, String), String> {
-    use base64::Engine;
-    use serde_json::Value;
-    let mut doc: Value = serde_saphyr::from_str(text)
-        .map_err(|e| format!("not a kubeconfig: {}", crate::yaml::render_error(&e)))?;
-    let user_name = current_user_name(&Kubeconfig::parse(text.as_bytes())?)?;
-    let users = doc
-        .get_mut("users")
-        .and_then(Value::as_array_mut)
-        .ok_or("kubeconfig has no users")?;
-    let user = users
-        .iter_mut()
-        .find(|u| u.get("name").and_then(Value::as_str) == Some(user_name.as_str()))
-        .ok_or_else(|| format!("user {user_name:?} of the current context is not in users"))?;
-    let auth = user
-        .as_object_mut()
-        .ok_or("users entry is not a mapping")?
-        .entry("user")
-        .or_insert_with(|| Value::Object(Default::default()));
-    let auth = auth
-        .as_object_mut()
-        .ok_or("users[].user is not a mapping")?;
-    let b64 = |b: &[u8]| Value::String(base64::engine::general_purpose::STANDARD.encode(b));
-    // File references and embedded data together are an error to client-go.
-    auth.remove("client-certificate");
-    auth.remove("client-key");
-    auth.insert("client-certificate-data".into(), b64(cert_pem));
-    auth.insert("client-key-data".into(), b64(key_pem));
-    let out = serde_saphyr::to_string(&doc).map_err(|e| format!("cannot write YAML: {e}"))?;
-    Ok((out, user_name))
-}
+pub use super::rewrite::replace_client_credentials;
 
 #[cfg(test)]
 mod rewrite_tests {

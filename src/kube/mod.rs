@@ -3,3 +3,4 @@
 pub mod client;
 pub mod kubeconfig;
 pub mod retry;
+pub mod rewrite;

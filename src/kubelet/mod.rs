@@ -389,7 +389,7 @@ async fn attempt(
         .await
         .map_err(|e| KubeletError::Install(e.to_string()))?
         .map_err(KubeletError::Install)?;
-    let client = ApiClient::new(endpoint, creds)?;
+    let client = ApiClient::new(endpoint, creds)?.with_timeout(node.spec.request_timeout.0);
     let (dns, ips) = match kind {
         KubeletCert::Client => (vec![], vec![]),
         KubeletCert::Serving => match node.spec.serving.addresses.is_empty() {

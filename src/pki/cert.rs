@@ -3,10 +3,13 @@
 use std::net::IpAddr;
 
 use time::OffsetDateTime;
+use x509_parser::certificate::X509CertificateParser;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
+use x509_parser::nom::Parser as _;
 use x509_parser::oid_registry;
 use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::public_key::PublicKey;
+use x509_parser::x509::SubjectPublicKeyInfo;
 
 #[derive(Debug, Clone)]
 pub struct CertInfo {
@@ -36,6 +39,18 @@ pub struct CertInfo {
 
 impl CertInfo {
     pub fn parse(der: &[u8]) -> Result<CertInfo, String> {
+        Self::from_der(der.to_vec())
+    }
+
+    /// [`CertInfo::parse`], keeping `der` itself (no copy).
+    pub fn from_der(der: Vec<u8>) -> Result<CertInfo, String> {
+        let mut info = Self::facts(&der)?;
+        info.der = der;
+        Ok(info)
+    }
+
+    /// Everything but `der`, which is left empty.
+    fn facts(der: &[u8]) -> Result<CertInfo, String> {
         let (rest, cert) = X509Certificate::from_der(der)
             .map_err(|e| format!("not a valid X.509 certificate ({e})"))?;
         if !rest.is_empty() {
@@ -90,7 +105,7 @@ impl CertInfo {
         };
         let subject = cert.subject();
         Ok(CertInfo {
-            der: der.to_vec(),
+            der: Vec::new(),
             subject: subject.to_string(),
             issuer: cert.issuer().to_string(),
             common_name: attr(subject, &oid_registry::OID_X509_COMMON_NAME)
@@ -117,13 +132,47 @@ impl CertInfo {
 
     /// Whether `issuer`'s key signed this certificate.
     pub fn is_signed_by(&self, issuer: &CertInfo) -> bool {
-        let (Ok((_, me)), Ok((_, ca))) = (
-            X509Certificate::from_der(&self.der),
-            X509Certificate::from_der(&issuer.der),
-        ) else {
+        SignatureCheck::new(issuer).is_some_and(|ca| ca.signed(self))
+    }
+}
+
+/// A CA's public key, parsed once, to check the signatures of many certificates with.
+#[derive(Debug)]
+pub struct SignatureCheck<'a> {
+    ca_der: &'a [u8],
+    public_key: SubjectPublicKeyInfo<'a>,
+}
+
+impl<'a> SignatureCheck<'a> {
+    /// `None` when `ca` does not parse (a [`CertInfo`] always does).
+    pub fn new(ca: &'a CertInfo) -> Option<SignatureCheck<'a>> {
+        let (_, cert) = X509Certificate::from_der(&ca.der).ok()?;
+        Some(SignatureCheck {
+            ca_der: &ca.der,
+            public_key: cert.tbs_certificate.subject_pki,
+        })
+    }
+
+    /// The CA certificate this checks against.
+    pub fn ca_der(&self) -> &[u8] {
+        self.ca_der
+    }
+
+    /// Whether the CA's key signed `cert`.
+    pub fn signed(&self, cert: &CertInfo) -> bool {
+        // Only the signed bytes, the algorithm and the signature are needed: the
+        // extensions (parsed already, into `cert`) are not parsed again.
+        let mut parser = X509CertificateParser::new().with_deep_parse_extensions(false);
+        let Ok((_, signed)) = parser.parse(&cert.der) else {
             return false;
         };
-        me.verify_signature(Some(ca.public_key())).is_ok()
+        x509_parser::verify::verify_signature(
+            &self.public_key,
+            &signed.signature_algorithm,
+            &signed.signature_value,
+            signed.tbs_certificate.as_ref(),
+        )
+        .is_ok()
     }
 }
 

@@ -352,11 +352,7 @@ fn is_rsa(key: &KeyPair) -> bool {
 /// 128 random bits, positive, no leading zero byte (RFC 5280: at most 20 octets).
 pub(crate) fn random_serial() -> Result<SerialNumber, String> {
     let mut b = [0u8; 16];
-    let mut filled = 0;
-    while filled < b.len() {
-        filled += rustix::rand::getrandom(&mut b[filled..], rustix::rand::GetRandomFlags::empty())
-            .map_err(|e| format!("getrandom: {e}"))?;
-    }
+    crate::pki::randomness::fill(&mut b)?;
     b[0] = (b[0] & 0x7f).max(1);
     Ok(SerialNumber::from_slice(&b))
 }

@@ -7,6 +7,7 @@ pub mod key;
 pub mod keygen;
 pub mod material;
 pub mod policy;
+pub mod randomness;
 pub mod status;
 
 pub use cert::CertInfo;

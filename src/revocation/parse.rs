@@ -19,15 +19,67 @@ pub struct Loaded {
     pub errors: Vec<String>,
 }
 
-/// Parse every document in `text` (several may be separated by `---`).
+/// Parse every document in `text` (several may be separated by `---`), each on its own:
+/// a YAML error in one document is an error naming that document, and the entries of the
+/// others still apply (fail closed: a broken document never cancels a valid revocation).
 pub fn parse_documents(source: &str, text: &str) -> Loaded {
-    match serde_saphyr::from_str_multiple::<Value, Vec<Value>>(text) {
-        Ok(docs) => parse_values(source, &docs),
-        Err(e) => Loaded {
-            entries: vec![],
-            errors: vec![format!("{source}: {}", crate::yaml::render_error(&e))],
-        },
+    let mut out = Loaded::default();
+    for (n, (first_line, doc)) in split_documents(text).into_iter().enumerate() {
+        let value = if is_blank_document(doc) {
+            Value::Null
+        } else {
+            match serde_saphyr::from_str::<Value>(doc) {
+                Ok(v) => v,
+                Err(e) => {
+                    out.errors.push(format!(
+                        "{source}: document {} (from line {first_line}): {}",
+                        n + 1,
+                        crate::yaml::render_error(&e)
+                    ));
+                    continue;
+                }
+            }
+        };
+        let l = parse_values(source, std::slice::from_ref(&value));
+        out.entries.extend(l.entries);
+        // parse_values numbers its one document 1: give the real number.
+        out.errors.extend(l.errors.into_iter().map(|e| {
+            e.replacen(
+                &format!("{source}: document 1"),
+                &format!("{source}: document {}", n + 1),
+                1,
+            )
+        }));
     }
+    out
+}
+
+/// Split a YAML stream into documents the way Kubernetes' YAML reader does (a line that
+/// is `---`, or starts with `--- `, begins a document): each with its first line number.
+fn split_documents(text: &str) -> Vec<(usize, &str)> {
+    let mut docs = Vec::new();
+    let (mut start, mut start_line, mut offset) = (0usize, 1usize, 0usize);
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        let bare = line.trim_end_matches(['\n', '\r']);
+        if bare == "---" || bare.starts_with("--- ") || bare.starts_with("---\t") {
+            if offset > start || i > 0 {
+                docs.push((start_line, &text[start..offset]));
+            }
+            start = offset;
+            start_line = i + 1;
+        }
+        offset += line.len();
+    }
+    docs.push((start_line, &text[start..]));
+    docs
+}
+
+/// Only comments, whitespace, `---` and `...`: an empty document (a trailing `---`).
+fn is_blank_document(doc: &str) -> bool {
+    doc.lines().all(|l| {
+        let t = l.trim();
+        t.is_empty() || t.starts_with('#') || t == "---" || t == "..."
+    })
 }
 
 /// Documents already parsed (YAML files, or the items of a list from the API server).
@@ -304,6 +356,23 @@ spec: {revocations: []}
         ] {
             assert!(e.contains(want), "missing {want:?} in\n{e}");
         }
+    }
+
+    #[test]
+    fn a_yaml_error_in_one_document_keeps_the_others() {
+        let text = "apiVersion: certificates.microsoft.com/v1\nkind: RenewRevocation\nmetadata: {name: good}\nspec:\n  revocations:\n  - {kind: Group, group: system:nodes}\n--- # second\napiVersion: [unclosed\n---\n\n---\napiVersion: certificates.microsoft.com/v1\nkind: RenewRevocation\nmetadata: {name: third}\nspec: {revocations: [{kind: IP, ip: 10.0.0.1}]}\n";
+        let l = parse_documents("r.yaml", text);
+        assert_eq!(l.entries.len(), 2, "{:?}", l.errors);
+        assert_eq!(l.errors.len(), 1, "{:?}", l.errors);
+        assert!(
+            l.errors[0].starts_with("r.yaml: document 2 (from line 7): "),
+            "{:?}",
+            l.errors
+        );
+        assert_eq!(l.entries[1].document, "third");
+        // A lone document and a `--- ` inside a block scalar line are not split wrongly.
+        let l = parse_documents("s.yaml", "---\napiVersion: certificates.microsoft.com/v1\nkind: RenewRevocation\nmetadata: {name: x}\nspec: {revocations: [{kind: DNS, dns: a.b}]}\n");
+        assert_eq!((l.entries.len(), l.errors.len()), (1, 0), "{:?}", l.errors);
     }
 
     #[test]

@@ -45,6 +45,18 @@ pub(super) fn issue_checked(
     Ok(Step::Issued(Box::new(issued), key))
 }
 
+/// The CA certificate's notBefore, if it can be read (the decision only needs to know
+/// whether the CA is valid now; a CA that cannot be read fails later, with its reason).
+fn ca_not_before(root: &NodeRoot, ca: &CaRef) -> Option<OffsetDateTime> {
+    let bytes = read(root, &ca.cert).ok()?;
+    let der = crate::pki::parse_material(&bytes)
+        .ok()?
+        .certificates
+        .into_iter()
+        .next()?;
+    crate::pki::CertInfo::parse(&der).ok().map(|c| c.not_before)
+}
+
 pub(super) fn load_ca(root: &NodeRoot, ca: &CaRef, now: OffsetDateTime) -> Result<Ca, String> {
     let cert = read(root, &ca.cert)?;
     let key = read(root, &ca.key)?;
@@ -108,7 +120,8 @@ pub fn rotate_certificate(
         &current,
         Action::Failed(Failure::permanent("")),
     );
-    let reason = match reason_to_rotate(&current, revs, policy, req) {
+    let reason = match reason_to_rotate(&current, revs, policy, req, ca_not_before(root, &spec.ca))
+    {
         Ok(r) => r,
         Err(action) => return Outcome { action, ..out },
     };
@@ -208,7 +221,8 @@ pub fn rotate_kubeconfig(
         &current,
         Action::Failed(Failure::permanent("")),
     );
-    let reason = match reason_to_rotate(&current, revs, policy, req) {
+    let reason = match reason_to_rotate(&current, revs, policy, req, ca_not_before(root, &spec.ca))
+    {
         Ok(r) => r,
         Err(action) => return Outcome { action, ..out },
     };

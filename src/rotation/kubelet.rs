@@ -32,7 +32,7 @@ pub async fn rotate_kubelet(
         &current,
         Action::Failed(Failure::permanent("")),
     );
-    let reason = match reason_to_rotate(&current, revs, policy, req) {
+    let reason = match reason_to_rotate(&current, revs, policy, req, None) {
         Ok(r) => r,
         Err(action) => return Outcome { action, ..out },
     };

@@ -174,7 +174,7 @@ pub async fn rotate(
         }
     }
     for e in &loaded.errors {
-        progress(&format!("revocation entry ignored: {e}"));
+        progress(&format!("error: revocation not applied: {e}"));
     }
     let revs = std::sync::Arc::new(loaded.entries);
     let mut out = Vec::new();

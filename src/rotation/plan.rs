@@ -87,6 +87,26 @@ pub fn decide(
     }
 }
 
+/// A certificate "not yet valid" whose CA already is valid was issued while this node's
+/// clock ran ahead (a forward jump since corrected): it is broken, and re-issuing heals it
+/// (the new one starts now). When the CA is not yet valid either, the clock is behind and
+/// re-issuing would not help: the decision stays [`Decision::ClockBehind`].
+pub fn heal_future_not_before(
+    d: Decision,
+    ca_not_before: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+) -> Decision {
+    match d {
+        Decision::ClockBehind(nb) if ca_not_before.is_some_and(|ca| ca <= now) => {
+            Decision::Rotate(Reason::Broken(format!(
+                "notBefore {} is in the future while its CA is valid: issued while the clock was ahead",
+                rfc3339(nb)
+            )))
+        }
+        d => d,
+    }
+}
+
 /// The leaf to issue: the config's subject, SANs and usages, each falling back to what the
 /// current certificate says (what `kubeadm certs renew` keeps).
 pub fn leaf_spec(
@@ -209,6 +229,26 @@ mod tests {
             decide(&c, true, None, false, &P, NB - Duration::hours(2)),
             Decision::Rotate(Reason::Forced)
         );
+    }
+
+    #[test]
+    fn a_future_not_before_under_a_valid_ca_is_healed() {
+        let c = cert(NB, NA);
+        let now = NB - Duration::days(1825);
+        let behind = decide(&c, false, None, true, &P, now);
+        assert_eq!(behind, Decision::ClockBehind(NB));
+        // The CA is valid now: the certificate was issued while the clock ran ahead.
+        let healed = heal_future_not_before(behind.clone(), Some(now - Duration::days(1)), now);
+        assert!(
+            matches!(healed, Decision::Rotate(Reason::Broken(ref e)) if e.contains("in the future while its CA is valid")),
+            "{healed:?}"
+        );
+        // The CA is not yet valid either: the clock is behind, nothing to heal.
+        assert_eq!(
+            heal_future_not_before(behind.clone(), Some(now + Duration::days(1)), now),
+            behind
+        );
+        assert_eq!(heal_future_not_before(behind.clone(), None, now), behind);
     }
 
     #[test]

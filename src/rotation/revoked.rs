@@ -3,7 +3,7 @@
 
 use time::OffsetDateTime;
 
-use super::plan::{decide, rfc3339, Current, Decision, Reason};
+use super::plan::{decide, heal_future_not_before, rfc3339, Current, Decision, Reason};
 use super::{Action, Request};
 use crate::pki::issue::{self, LeafSpec};
 use crate::pki::policy::RenewalPolicy;
@@ -41,21 +41,24 @@ pub(super) fn blocked_by(revs: &[Entry], future: &Identity, now: OffsetDateTime)
 }
 
 /// Why to rotate now, or the outcome when not: valid and not yet due, or a clock behind.
+/// `ca_not_before`: the issuing CA's notBefore, when known (a local CA).
 pub(super) fn reason_to_rotate(
     current: &Current,
     revs: &[Entry],
     policy: &RenewalPolicy,
     req: Request,
+    ca_not_before: Option<OffsetDateTime>,
 ) -> Result<Reason, Action> {
     let revoked = revoked_by(revs, current);
-    match decide(
+    let decision = decide(
         current,
         req.forced,
         revoked,
         req.repair_only,
         policy,
         req.now,
-    ) {
+    );
+    match heal_future_not_before(decision, ca_not_before, req.now) {
         Decision::Rotate(r) => Ok(r),
         Decision::Keep(next) => Err(Action::Kept { next }),
         Decision::ClockBehind(not_before) => Err(Action::ClockBehind { not_before }),

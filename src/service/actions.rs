@@ -3,7 +3,6 @@
 //! only when the system bus is unavailable; a signal to a unit's MainPID or to the pid in a
 //! pid file; a command (argv, no shell, a timeout, no NOTIFY_SOCKET in its environment).
 
-use std::path::Path;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -59,29 +58,7 @@ trait Service {
     fn result(&self) -> zbus::Result<String>;
 }
 
-/// A unit name systemd would accept: `name.suffix`, from the characters systemd allows,
-/// no path, not an option.
-pub fn validate_unit(name: &str) -> Result<(), String> {
-    const SUFFIXES: &[&str] = &[
-        ".service", ".socket", ".target", ".timer", ".path", ".mount", ".scope", ".slice",
-    ];
-    let ok_chars = name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || ":-_.\\@".contains(c));
-    if name.is_empty()
-        || name.len() > 255
-        || name.starts_with(['-', '.'])
-        || !ok_chars
-        || !SUFFIXES
-            .iter()
-            .any(|s| name.ends_with(s) && name.len() > s.len())
-    {
-        return Err(format!(
-            "{name:?} is not a systemd unit name (like kubelet.service)"
-        ));
-    }
-    Ok(())
-}
+pub use crate::config::validate::check_unit as validate_unit;
 
 pub fn parse_signal(name: &str) -> Result<Signal, String> {
     let n = name.trim().to_ascii_uppercase();
@@ -123,26 +100,7 @@ pub fn validate_config(config: &Config) -> Result<(), String> {
 }
 
 pub fn validate(a: &Action) -> Result<(), String> {
-    match a {
-        Action::Restart(u) | Action::TryRestart(u) | Action::ReloadOrRestart(u) => validate_unit(u),
-        Action::Signal(s) => {
-            parse_signal(&s.signal)?;
-            match (&s.unit, &s.pid_file) {
-                (Some(u), None) => validate_unit(u),
-                (None, Some(p)) if p.is_absolute() => Ok(()),
-                (None, Some(p)) => Err(format!("signal.pidFile {} must be absolute", p.display())),
-                _ => Err("signal: give exactly one of unit and pidFile".into()),
-            }
-        }
-        Action::Command(c) if c.argv.is_empty() || c.argv[0].is_empty() => {
-            Err("command.argv is empty".into())
-        }
-        Action::Command(c) if !Path::new(&c.argv[0]).is_absolute() => Err(format!(
-            "command.argv[0] {:?} must be an absolute path (no shell, no PATH lookup)",
-            c.argv[0]
-        )),
-        Action::Command(_) => Ok(()),
-    }
+    crate::config::validate::check_action(a)
 }
 
 /// One line naming an action, for logs and state.json.

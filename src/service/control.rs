@@ -79,8 +79,25 @@ impl Request {
     }
 }
 
+/// The socket as this machine sees it (for messages).
 pub fn socket_path(root: &NodeRoot) -> PathBuf {
     root.host_path(Path::new(SOCKET_PATH))
+}
+
+/// The socket's directory, opened inside the root (a symlinked `ROOT/run/...` resolves
+/// inside ROOT, never to another node's daemon), and a path to the socket through that
+/// open directory (`/proc/self/fd/N/control.sock`) for bind and connect. The fd must stay
+/// open while the path is used.
+fn socket_in_root(
+    root: &NodeRoot,
+    create: bool,
+) -> io::Result<(std::os::fd::OwnedFd, PathBuf, &'static str)> {
+    use std::os::fd::AsRawFd;
+    let node = Path::new(SOCKET_PATH);
+    let dir = root.open_dir(node.parent().unwrap_or(Path::new("/")), create)?;
+    let name = "control.sock";
+    let path = PathBuf::from(format!("/proc/self/fd/{}/{name}", dir.as_raw_fd()));
+    Ok((dir, path, name))
 }
 
 /// The daemon's answer: its output lines and exit code.
@@ -92,18 +109,19 @@ pub struct Reply {
 
 /// Ask the daemon. `Ok(None)`: no daemon answers (no socket, or nobody listening).
 pub fn ask(root: &NodeRoot, req: &Request, timeout: Option<Duration>) -> io::Result<Option<Reply>> {
-    let stream = match UnixStream::connect(socket_path(root)) {
-        Ok(s) => s,
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
-            ) =>
-        {
-            return Ok(None)
-        }
-        Err(e) => return Err(e),
-    };
+    let stream =
+        match socket_in_root(root, false).and_then(|(_dir, path, _)| UnixStream::connect(path)) {
+            Ok(s) => s,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(e),
+        };
     stream.set_read_timeout(timeout)?;
     stream.set_write_timeout(Some(Duration::from_secs(5)))?;
     (&stream).write_all(format!("{}\n", req.line()).as_bytes())?;
@@ -184,23 +202,46 @@ pub fn bind(root: &NodeRoot) -> Result<tokio::net::UnixListener, String> {
         }
         Daemon::Absent => {}
     }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    }
-    match std::fs::remove_file(&path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(format!("{}: {e}", path.display())),
-    }
+    let shown = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let (dir, via_fd, name) = socket_in_root(root, true).map_err(|e| shown(&e))?;
+    remove_stale(&dir, name).map_err(|e| shown(&e))?;
     // umask while binding, so the socket is never connectable by others, even briefly.
     let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o177));
-    let l = tokio::net::UnixListener::bind(&path);
+    let l = tokio::net::UnixListener::bind(&via_fd);
     rustix::process::umask(old);
-    let l = l.map_err(|e| format!("{}: {e}", path.display()))?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let l = l.map_err(|e| shown(&e))?;
+    rustix::fs::chmodat(
+        &dir,
+        name,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        rustix::fs::AtFlags::empty(),
+    )
+    .map_err(|e| shown(&e))?;
     Ok(l)
+}
+
+/// Remove the socket a daemon leaves behind, only if it is a socket (never a file or a
+/// link someone put there).
+fn remove_stale(dir: &std::os::fd::OwnedFd, name: &str) -> io::Result<()> {
+    use rustix::fs::{AtFlags, FileType};
+    match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Err(rustix::io::Errno::NOENT) => Ok(()),
+        Err(e) => Err(e.into()),
+        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Socket => {
+            Ok(rustix::fs::unlinkat(dir, name, AtFlags::empty())?)
+        }
+        Ok(st) => Err(io::Error::other(format!(
+            "not a socket but {}; refusing to remove it",
+            crate::paths::mode_in_words(st.st_mode)
+        ))),
+    }
+}
+
+/// Remove the daemon's socket at exit (inside the root, only if it is a socket).
+pub fn unbind(root: &NodeRoot) {
+    if let Ok((dir, _, name)) = socket_in_root(root, false) {
+        let _ = remove_stale(&dir, name);
+    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! `openat2(RESOLVE_BENEATH)`, and links are replaced by `renameat`, never written through.
 
 use std::io::Write;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -37,6 +37,22 @@ impl FileSpec {
         owner: None,
     };
 
+    /// The spec for a new private key replacing a file with this spec: owner and group
+    /// kept, mode 0600 whatever the old file's (said in the log when that tightens it).
+    pub fn private(self, path: &Path) -> FileSpec {
+        if self.mode != 0o600 {
+            tracing::warn!(
+                path = %path.display(),
+                "private key mode {:04o} tightened to 0600 for the new key",
+                self.mode
+            );
+        }
+        FileSpec {
+            mode: 0o600,
+            ..self
+        }
+    }
+
     /// The spec of an existing file: its permission bits and owner.
     pub fn of(st: &Stat) -> FileSpec {
         FileSpec {
@@ -53,7 +69,8 @@ pub enum Entry {
     File(Stat),
     Symlink(PathBuf),
     Directory,
-    Other,
+    /// A socket, FIFO or device, in words.
+    Other(&'static str),
 }
 
 /// An open, exclusively locked managed directory.
@@ -82,58 +99,9 @@ impl ManagedDir {
         let host = root.host_path(node_dir);
         let node = Path::new("/").join(paths::normalize(paths::relative(node_dir)));
         let io = |op, e: Errno| StoreError::io(&host, op, errno(e));
-        let rootfd = rustix::fs::open(
-            root.root(),
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| StoreError::io(root.root(), "open root", errno(e)))?;
-        let rel = paths::relative(&node);
-        let open_in_root = |p: &Path| {
-            let p = if p.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                p
-            };
-            rustix::fs::openat2(
-                &rootfd,
-                p,
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-                ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-            )
-        };
-        let fd = match open_in_root(rel) {
-            Ok(fd) => fd,
-            Err(Errno::NOENT) if create => {
-                // mkdir -p, one component at a time, each relative to its opened parent.
-                let mut cur = open_in_root(Path::new("")).map_err(|e| io("open", e))?;
-                let mut sofar = PathBuf::new();
-                for c in rel.components() {
-                    sofar.push(c);
-                    let created = match rustix::fs::mkdirat(
-                        &cur,
-                        c.as_os_str(),
-                        Mode::from_raw_mode(0o755),
-                    ) {
-                        Ok(()) => {
-                            rustix::fs::fsync(&cur).map_err(|e| io("fsync directory", e))?;
-                            true
-                        }
-                        Err(Errno::EXIST) => false,
-                        Err(e) => return Err(io("create directory", e)),
-                    };
-                    cur = open_in_root(&sofar).map_err(|e| io("open", e))?;
-                    if created {
-                        // 0755 whatever the umask (the unit sets UMask=0077).
-                        rustix::fs::fchmod(&cur, Mode::from_raw_mode(0o755))
-                            .map_err(|e| io("chmod", e))?;
-                    }
-                }
-                cur
-            }
-            Err(e) => return Err(io("open directory", e)),
-        };
+        let fd = root
+            .open_dir(&node, create)
+            .map_err(|e| StoreError::io(&host, "open directory", e))?;
         rustix::fs::flock(&fd, FlockOperation::LockExclusive).map_err(|e| io("lock", e))?;
         Ok(ManagedDir { fd, node, host })
     }
@@ -178,7 +146,7 @@ impl ManagedDir {
                 FileType::RegularFile => Entry::File(st),
                 FileType::Directory => Entry::Directory,
                 FileType::Symlink => Entry::Symlink(self.read_link(name)?),
-                _ => Entry::Other,
+                _ => Entry::Other(paths::mode_in_words(st.st_mode)),
             }),
         }
     }
@@ -231,6 +199,7 @@ impl ManagedDir {
             }),
             _ => Err(StoreError::NotAFile {
                 path: self.host_path(name),
+                kind: paths::mode_in_words(st.st_mode),
             }),
         }
     }
@@ -337,7 +306,9 @@ impl ManagedDir {
     }
 
     /// Create the versioned directory `name` holding `files`, complete and fsynced before
-    /// it gets its name (so that a directory with a version name is always whole).
+    /// it gets its name (so that a directory with a version name is always whole). The
+    /// files and the directory are fsynced at once, not one after another: each must be
+    /// durable before the rename either way, and concurrent fsyncs share a journal commit.
     pub fn write_version_dir(
         &self,
         name: &str,
@@ -358,12 +329,24 @@ impl ManagedDir {
             // certificates inside must be able to traverse it.
             rustix::fs::fchmod(&sub, Mode::from_raw_mode(0o755))
                 .map_err(|e| self.io(name, "chmod", e))?;
+            let mut written = Vec::with_capacity(files.len());
             for (file, data, spec) in files {
                 let path = self.host_path(name).join(file);
-                create_file(&sub, file, data, *spec)
+                let fd = write_new_file(&sub, file, data, *spec)
                     .map_err(|(op, e)| StoreError::io(path, op, e))?;
+                written.push(fd);
             }
-            rustix::fs::fsync(&sub).map_err(|e| self.io(name, "fsync directory", e))?;
+            let mut fds: Vec<_> = written.iter().map(|f| f.as_fd()).collect();
+            fds.push(sub.as_fd());
+            if let Err((i, e)) = fsync_together(&fds) {
+                let path = match files.get(i) {
+                    Some((file, ..)) => self.host_path(name).join(file),
+                    None => self.host_path(name),
+                };
+                return Err(StoreError::io(path, "fsync", errno(e)));
+            }
+            failpoint::hit("store::after-fsync")
+                .map_err(|e| StoreError::io(self.host_path(name), "fsync", e))?;
             rustix::fs::renameat_with(
                 &self.fd,
                 tmp.as_str(),
@@ -451,6 +434,51 @@ fn create_file(
     data: &[u8],
     spec: FileSpec,
 ) -> Result<(), (&'static str, std::io::Error)> {
+    let f = write_new_file(dir, name, data, spec)?;
+    f.sync_all().map_err(|err| ("fsync", err))?;
+    failpoint::hit("store::after-fsync").map_err(|err| ("fsync", err))?;
+    Ok(())
+}
+
+/// fsync every fd, concurrently (the calling thread takes the first). The filesystem
+/// commits them together where one after another each would wait for its own journal
+/// commit and cache flush. On failure: the index of the first fd that failed.
+fn fsync_together(fds: &[BorrowedFd<'_>]) -> Result<(), (usize, Errno)> {
+    let Some((first, rest)) = fds.split_first() else {
+        return Ok(());
+    };
+    std::thread::scope(|s| {
+        // No thread to be had (a TasksMax= limit): that fsync runs here, after the first.
+        let others: Vec<_> = rest
+            .iter()
+            .map(|fd| {
+                std::thread::Builder::new()
+                    .spawn_scoped(s, move || rustix::fs::fsync(fd))
+                    .map_err(|_| fd)
+            })
+            .collect();
+        let mut result = rustix::fs::fsync(first).map_err(|e| (0, e));
+        for (i, other) in others.into_iter().enumerate() {
+            let r = match other {
+                // A thread that cannot report counts as a failed fsync, never as a success.
+                Ok(h) => h.join().unwrap_or(Err(Errno::IO)),
+                Err(fd) => rustix::fs::fsync(fd),
+            };
+            if let (Ok(()), Err(e)) = (&result, r) {
+                result = Err((i + 1, e));
+            }
+        }
+        result
+    })
+}
+
+/// [`create_file`] without the fsync: the caller makes the file durable.
+fn write_new_file(
+    dir: &impl AsFd,
+    name: &str,
+    data: &[u8],
+    spec: FileSpec,
+) -> Result<std::fs::File, (&'static str, std::io::Error)> {
     let e = |op| move |err: Errno| (op, errno(err));
     let fd = rustix::fs::openat(
         dir,
@@ -474,7 +502,5 @@ fn create_file(
     let mut f = std::fs::File::from(fd);
     f.write_all(data).map_err(|err| ("write", err))?;
     failpoint::hit("store::after-write").map_err(|err| ("write", err))?;
-    f.sync_all().map_err(|err| ("fsync", err))?;
-    failpoint::hit("store::after-fsync").map_err(|err| ("fsync", err))?;
-    Ok(())
+    Ok(f)
 }

@@ -22,12 +22,21 @@ pub enum StoreError {
     IsDirectory { path: PathBuf },
     #[error("{path}: is a symlink (to {target}); refusing to replace it with a file", path = path.display())]
     IsSymlink { path: PathBuf, target: String },
-    #[error("{path}: not a regular file or symlink", path = path.display())]
-    NotAFile { path: PathBuf },
+    #[error("{path}: not a regular file: {kind}", path = path.display())]
+    NotAFile { path: PathBuf, kind: &'static str },
     #[error("{cert} and {key}: a certificate and its key must be in the same directory", cert = cert.display(), key = key.display())]
     DifferentDirectories { cert: PathBuf, key: PathBuf },
     #[error("{path}: certificate material rejected: {reason}", path = path.display())]
     BadMaterial { path: PathBuf, reason: String },
+    /// Replacing this file would break another certificate (a typo in a configured path).
+    #[error("{path} {what}: refusing to replace it (check the configured cert and key paths)", path = path.display())]
+    BelongsElsewhere {
+        path: PathBuf,
+        owner: PathBuf,
+        what: String,
+    },
+    #[error("{path}: holds a CA certificate where a leaf belongs; the agent never replaces a CA", path = path.display())]
+    IsCa { path: PathBuf },
     #[error("{path}: no current version", path = path.display())]
     NoCurrent { path: PathBuf },
     #[error("{path}: no older version to roll back to", path = path.display())]

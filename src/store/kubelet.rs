@@ -20,8 +20,9 @@ fn current_file(dir: &ManagedDir, base: &str) -> Result<Option<String>, StoreErr
         Entry::Directory => Err(StoreError::IsDirectory {
             path: dir.host_path(&link),
         }),
-        Entry::Other => Err(StoreError::NotAFile {
+        Entry::Other(kind) => Err(StoreError::NotAFile {
             path: dir.host_path(&link),
+            kind,
         }),
         Entry::Symlink(t) => match naming::kubelet_link_file(&t, dir.node_path()) {
             Some(f) => Ok(Some(f)),
@@ -76,9 +77,10 @@ pub fn install(
         stamps.push(stamp);
         current = Some(file);
     }
+    // The PEM carries the private key: 0600 whatever the previous version's mode.
     let spec = match &current {
         Some(f) => match dir.entry(f)? {
-            Entry::File(st) => FileSpec::of(&st),
+            Entry::File(st) => FileSpec::of(&st).private(&dir.host_path(f)),
             _ => FileSpec::KEY,
         },
         None => FileSpec::KEY,

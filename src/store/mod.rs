@@ -17,6 +17,7 @@ pub mod failpoint;
 pub mod history;
 pub mod kubelet;
 pub mod naming;
+pub mod ownership;
 pub mod pair;
 pub mod verify;
 
@@ -71,7 +72,9 @@ impl Store {
     }
 
     /// Atomically write `data` to the node path `path` (kubeconfigs, state.json, CRLs).
-    /// A file being replaced keeps its mode and owner; a new one gets `new_file`.
+    /// A file being replaced keeps its owner and mode, except that a secret (`new_file`
+    /// 0600, e.g. a kubeconfig carrying a private key) is always 0600; a new one gets
+    /// `new_file`.
     /// Refused: a directory, a symlink (escaping or not), a name with `/` or `..`.
     pub fn write_file(
         &self,
@@ -85,15 +88,19 @@ impl Store {
         let _ = dir.remove_temps();
         let spec = match dir.entry(&name)? {
             Entry::Missing => new_file,
+            Entry::File(st) if new_file.mode == FileSpec::KEY.mode => {
+                FileSpec::of(&st).private(&dir.host_path(&name))
+            }
             Entry::File(st) => FileSpec::of(&st),
             Entry::Directory => {
                 return Err(StoreError::IsDirectory {
                     path: dir.host_path(&name),
                 })
             }
-            Entry::Other => {
+            Entry::Other(kind) => {
                 return Err(StoreError::NotAFile {
                     path: dir.host_path(&name),
+                    kind,
                 })
             }
             Entry::Symlink(t) => {
@@ -121,10 +128,35 @@ impl Store {
         key_pem: &[u8],
         now: OffsetDateTime,
     ) -> Result<Installed, StoreError> {
+        self.install_pair_as(cert, key, cert_pem, key_pem, now, pair::Holds::Leaf)
+    }
+
+    /// [`Store::install_pair`] for a CA's own files (`rotate-ca`): the one writer allowed
+    /// to replace a CA certificate.
+    pub fn install_ca_pair(
+        &self,
+        cert: &Path,
+        key: &Path,
+        cert_pem: &[u8],
+        key_pem: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<Installed, StoreError> {
+        self.install_pair_as(cert, key, cert_pem, key_pem, now, pair::Holds::Ca)
+    }
+
+    fn install_pair_as(
+        &self,
+        cert: &Path,
+        key: &Path,
+        cert_pem: &[u8],
+        key_pem: &[u8],
+        now: OffsetDateTime,
+        holds: pair::Holds,
+    ) -> Result<Installed, StoreError> {
         let (dir, names) = self.pair_names(cert, key)?;
         check_material(&self.root.host_path(cert), cert_pem, key_pem)?;
         let dir = ManagedDir::open_or_create(&self.root, &dir)?;
-        pair::install(&dir, &names, cert_pem, key_pem, now, self.history)
+        pair::install(&dir, &names, cert_pem, key_pem, now, self.history, holds)
     }
 
     /// Install a new kubelet-style version `dir/NAME-<stamp>.pem` (certificate then key,

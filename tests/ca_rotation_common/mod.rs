@@ -171,7 +171,7 @@ impl Kubeadm {
         let restarts = node.root().join("restarts.log");
         let action = |what: &str| {
             format!(
-                "[{{command: {{argv: [sh, -c, 'echo {what} >> {}']}}}}]",
+                "[{{command: {{argv: [/bin/sh, -c, 'echo {what} >> {}']}}}}]",
                 restarts.display()
             )
         };

@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer};
 
+pub mod validate;
+use validate::require_absolute;
+
 pub const API_VERSION: &str = "kube-cert-agent.io/v1alpha1";
 pub const KIND: &str = "AgentConfiguration";
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/kube-cert-agent/config.yaml";
@@ -171,6 +174,13 @@ pub struct KubeletSpec {
     /// How long to wait for a CSR to be approved and issued.
     #[serde(default = "default_csr_timeout")]
     pub csr_timeout: HumanDuration,
+    /// Every API request is answered within this, or fails (transient) naming the server.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: HumanDuration,
+}
+
+fn default_request_timeout() -> HumanDuration {
+    HumanDuration(crate::kube::client::REQUEST_TIMEOUT)
 }
 
 fn default_csr_timeout() -> HumanDuration {
@@ -533,196 +543,6 @@ impl Config {
         config.validate().map_err(err)?;
         Ok(config)
     }
-
-    fn validate(&self) -> Result<(), String> {
-        if self.api_version != API_VERSION {
-            return Err(format!(
-                "apiVersion: expected {API_VERSION}, got {:?}",
-                self.api_version
-            ));
-        }
-        if self.kind != KIND {
-            return Err(format!("kind: expected {KIND}, got {:?}", self.kind));
-        }
-        let (at, jitter) = (self.renewal.renew_at.0, self.renewal.jitter.0);
-        if !(at > 0.0 && at < 100.0) {
-            return Err(format!(
-                "renewal.renewAt: must be between 0% and 100%, got {at}%"
-            ));
-        }
-        if !(0.0..100.0).contains(&jitter) || at - jitter <= 0.0 || at + jitter >= 100.0 {
-            return Err(format!(
-                "renewal.jitter: renewAt +- jitter must stay within (0%, 100%), got {at}% +- {jitter}%"
-            ));
-        }
-        if self.history < 1 {
-            return Err("history: must be at least 1 (the current version)".into());
-        }
-        let mut names = std::collections::HashSet::new();
-        let cert_names = self.certificates.iter().map(|c| ("certificates", &c.name));
-        let kc_names = self.kubeconfigs.iter().map(|c| ("kubeconfigs", &c.name));
-        for (section, name) in cert_names.chain(kc_names) {
-            if name.is_empty()
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-                || name.starts_with('.')
-            {
-                return Err(format!(
-                    "{section}: name {name:?} must be non-empty and use only letters, digits, '-', '_' and '.'"
-                ));
-            }
-            if !names.insert(name.as_str()) {
-                return Err(format!("{section}: name {name:?} is used twice"));
-            }
-        }
-        let mut ca_names = std::collections::HashSet::new();
-        for c in &self.cas {
-            if c.name.is_empty()
-                || !c
-                    .name
-                    .chars()
-                    .all(|x| x.is_ascii_alphanumeric() || x == '-')
-            {
-                return Err(format!(
-                    "cas: name {:?} must be non-empty and use only letters, digits and '-'",
-                    c.name
-                ));
-            }
-            if !ca_names.insert(c.name.as_str()) {
-                return Err(format!("cas: name {:?} is used twice", c.name));
-            }
-            require_absolute(&format!("cas[{}].cert", c.name), &c.cert)?;
-            if let Some(k) = &c.key {
-                require_absolute(&format!("cas[{}].key", c.name), k)?;
-                if k.parent() != c.cert.parent() || k == &c.cert {
-                    return Err(format!(
-                        "cas[{}]: cert and key must be two files in one directory (they are switched together)",
-                        c.name
-                    ));
-                }
-            }
-        }
-        for c in &self.certificates {
-            let paths = [
-                ("cert", &c.cert),
-                ("key", &c.key),
-                ("ca.cert", &c.ca.cert),
-                ("ca.key", &c.ca.key),
-            ];
-            for (field, p) in paths {
-                require_absolute(&format!("certificates[{}].{field}", c.name), p)?;
-            }
-            check_validity(&format!("certificates[{}]", c.name), c.validity)?;
-        }
-        for k in &self.kubeconfigs {
-            for (field, p) in [
-                ("path", &k.path),
-                ("ca.cert", &k.ca.cert),
-                ("ca.key", &k.ca.key),
-            ] {
-                require_absolute(&format!("kubeconfigs[{}].{field}", k.name), p)?;
-            }
-            check_validity(&format!("kubeconfigs[{}]", k.name), k.validity)?;
-        }
-        for (i, p) in self.inventory.pki_directories.iter().enumerate() {
-            require_absolute(&format!("inventory.pkiDirectories[{i}]"), p)?;
-        }
-        if let Some(k) = &self.kubelet {
-            require_absolute("kubelet.bootstrapKubeconfig", &k.bootstrap_kubeconfig)?;
-            require_absolute("kubelet.kubeconfig", &k.kubeconfig)?;
-            require_absolute("kubelet.certDir", &k.cert_dir)?;
-        }
-        require_absolute("revocation.directory", &self.revocation.directory)?;
-        if self.revocation.cluster && self.kubelet.is_none() {
-            return Err("revocation.cluster: reading RenewRevocation objects uses the node's credentials: it needs the kubelet section".into());
-        }
-        self.metrics.validate()?;
-        self.check_write_targets()?;
-        Ok(())
-    }
-
-    /// The directories the agent may write into: the pki directories, the directories of
-    /// the kubeconfig patterns, and kubelet's certificate and kubeconfig directories. The
-    /// packaged unit makes exactly these writable (ReadWritePaths=).
-    pub fn managed_directories(&self) -> Vec<PathBuf> {
-        let mut dirs: Vec<PathBuf> = self.inventory.pki_directories.clone();
-        for g in &self.inventory.kubeconfigs {
-            if let Some(parent) = Path::new(g).parent() {
-                if !parent.to_string_lossy().contains(['*', '?', '[']) {
-                    dirs.push(parent.to_path_buf());
-                }
-            }
-        }
-        if let Some(k) = &self.kubelet {
-            dirs.push(k.cert_dir.clone());
-            if let Some(parent) = k.kubeconfig.parent() {
-                dirs.push(parent.to_path_buf());
-            }
-        }
-        dirs.sort();
-        dirs.dedup();
-        dirs
-    }
-
-    /// Every file the agent would write must lie in a managed directory, so that a typo
-    /// cannot make it write certificates over something else on the node.
-    fn check_write_targets(&self) -> Result<(), String> {
-        let dirs = self.managed_directories();
-        let inside = |p: &Path| {
-            !p.components()
-                .any(|c| matches!(c, std::path::Component::ParentDir))
-                && dirs.iter().any(|d| p.starts_with(d))
-        };
-        let targets = self
-            .certificates
-            .iter()
-            .flat_map(|c| {
-                [
-                    (format!("certificates[{}].cert", c.name), &c.cert),
-                    (format!("certificates[{}].key", c.name), &c.key),
-                ]
-            })
-            .chain(
-                self.kubeconfigs
-                    .iter()
-                    .map(|k| (format!("kubeconfigs[{}].path", k.name), &k.path)),
-            )
-            .chain(self.cas.iter().flat_map(|c| {
-                std::iter::once((format!("cas[{}].cert", c.name), &c.cert)).chain(
-                    c.key
-                        .iter()
-                        .map(move |k| (format!("cas[{}].key", c.name), k)),
-                )
-            }));
-        for (field, p) in targets {
-            if !inside(p) {
-                let list: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
-                return Err(format!(
-                    "{field}: {} is outside the directories the agent manages ({}); add its directory to inventory.pkiDirectories",
-                    p.display(),
-                    list.join(", ")
-                ));
-            }
-        }
-        Ok(())
-    }
-}
-
-fn require_absolute(field: &str, p: &Path) -> Result<(), String> {
-    if p.is_absolute() {
-        Ok(())
-    } else {
-        Err(format!("{field}: {} must be an absolute path", p.display()))
-    }
-}
-
-fn check_validity(field: &str, v: HumanDuration) -> Result<(), String> {
-    // The Kubernetes signer's floor; anything shorter would rotate faster than it can issue.
-    if v.0 < std::time::Duration::from_secs(600) {
-        return Err(format!("{field}.validity: must be at least 10m"));
-    }
-    Ok(())
 }
 
 pub use crate::yaml::render_error as render_yaml_error;
@@ -738,7 +558,12 @@ pub fn load(explicit: Option<&Path>, root: &crate::paths::NodeRoot) -> Result<Co
         path: path.clone(),
         message,
     };
-    match crate::paths::read_host_file(&path) {
+    // The default path is a node path: read inside the root like every other one.
+    let read = match explicit {
+        Some(_) => crate::paths::read_host_file(&path),
+        None => root.read(Path::new(DEFAULT_CONFIG_PATH)),
+    };
+    match read {
         Ok(bytes) => {
             let text = String::from_utf8(bytes).map_err(|_| err("not UTF-8 text".into()))?;
             Config::parse(&path, &text)
@@ -831,7 +656,7 @@ mod tests {
 
     #[test]
     fn the_shipped_example_parses_and_declares_the_kubeadm_set() {
-        let text = include_str!("../etc/kube-cert-agent/config.yaml");
+        let text = include_str!("../../etc/kube-cert-agent/config.yaml");
         let c = parse(text).unwrap();
         let names: Vec<&str> = c.certificates.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(
@@ -865,7 +690,8 @@ mod tests {
     #[test]
     fn write_targets_must_be_in_managed_directories() {
         let cert = |path: &str| {
-            format!("{HEAD}certificates:\n- name: a\n  ca: {{cert: /etc/kubernetes/pki/ca.crt, key: /etc/kubernetes/pki/ca.key}}\n  cert: {path}\n  key: /etc/kubernetes/pki/a.key\n")
+            let key = path.replace(".crt", ".key");
+            format!("{HEAD}certificates:\n- name: a\n  ca: {{cert: /etc/kubernetes/pki/ca.crt, key: /etc/kubernetes/pki/ca.key}}\n  cert: {path}\n  key: {key}\n")
         };
         assert!(parse(&cert("/etc/kubernetes/pki/a.crt")).is_ok());
         assert!(parse(&cert("/etc/kubernetes/pki/etcd/a.crt")).is_ok());
