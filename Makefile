@@ -68,6 +68,7 @@ bench:
 	$(CARGO) bench --bench rotation
 	$(CARGO) bench --bench check_inventory
 	$(CARGO) bench --bench daemon_idle
+	$(CARGO) bench --bench fleet
 	$(CARGO) bench --bench approver
 
 clean:

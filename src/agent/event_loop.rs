@@ -75,6 +75,9 @@ impl Agent {
         // Reconcile, then READY=1: at once when the kubelet's client certificate is not
         // being requested, else when its task reports (a serving CSR never holds it up).
         sd::status("reconciling");
+        // Look before renewing: a certificate overdue with the whole fleet (the nodes were
+        // off) waits its turn instead of renewing at start-up (`lifecycle::spread`).
+        self.rescan().await;
         pinging(&mut wd_tick, self.cycle(&[], false, "start-up")).await;
         let mut ready = false;
         if !self.client_in_flight() {

@@ -6,8 +6,8 @@ use time::OffsetDateTime;
 
 use super::{fingerprint, Agent};
 use crate::config;
-use crate::lifecycle::{Event, Observation, Phase};
-use crate::rotation::{self, plan::rfc3339, Outcome};
+use crate::lifecycle::{spread, Event, Observation, Phase};
+use crate::rotation::{self, plan::rfc3339, plan::Reason, Outcome};
 use crate::service::actions;
 
 impl Agent {
@@ -35,9 +35,7 @@ impl Agent {
                 rotation::Action::ClockBehind { not_before } => Some(Observation::ClockBehind {
                     not_before: *not_before,
                 }),
-                rotation::Action::WouldRotate(r) => Some(Observation::Due {
-                    reason: r.to_string(),
-                }),
+                rotation::Action::WouldRotate(r) => Some(self.due(o, r, now)),
                 rotation::Action::Blocked { entry } => Some(Observation::Blocked {
                     reason: entry.clone(),
                 }),
@@ -55,15 +53,39 @@ impl Agent {
             let Some(c) = self.cert_mut(&name) else {
                 continue;
             };
-            // Due: at once, unless it waits out a backoff (then `retry_at` wakes it).
+            // Due: at once, unless it waits out a backoff (then `retry_at` wakes it) or its
+            // turn in a fleet-wide wave.
             c.next = match &c.life.phase {
                 Phase::Valid { deadline } => Some(*deadline),
+                Phase::Waiting { until, .. } => Some(*until),
                 Phase::ClockBehind { not_before } => Some(*not_before),
                 Phase::Due { .. } | Phase::Unknown if c.life.may_start(now) => Some(now),
                 _ => None,
             };
         }
         scan
+    }
+
+    /// What a scan that finds `o` due says: a kubelet certificate overdue because of a
+    /// fleet-wide event waits its turn over `renewal.fleetSpread` (`lifecycle::spread`);
+    /// local-CA certificates never reach the API server and go at once.
+    fn due(&self, o: &Outcome, r: &Reason, now: OffsetDateTime) -> Observation {
+        let reason = r.to_string();
+        let local = self.config.certificates.iter().any(|c| c.name == o.name)
+            || self.config.kubeconfigs.iter().any(|k| k.name == o.name);
+        let cause = match r {
+            Reason::Expired => spread::Due::Expired,
+            Reason::Revoked(_) => spread::Due::Reissue,
+            Reason::Due(deadline) => spread::Due::Deadline(*deadline),
+            _ => spread::Due::Other,
+        };
+        if local || !spread::in_wave(cause, now) {
+            return Observation::Due { reason };
+        }
+        let window = self.config.renewal.fleet_window();
+        let not_after = o.before.as_ref().map(|(_, na)| *na);
+        let until = spread::start_at(window, now, not_after, crate::kube::retry::random_unit());
+        Observation::Overdue { reason, until }
     }
 
     /// Something changed in a watched directory: rescan and compare with what the agent

@@ -66,6 +66,15 @@ pub struct Renewal {
     /// `rotate NAME`, a config or file change).
     #[serde(default = "default_permanent_failure_backoff")]
     pub permanent_failure_backoff: HumanDuration,
+    /// The window over which a fleet-wide wave of kubelet renewals (certificates expired
+    /// after the node was off, re-issued after a CA rotation) is spread: each node starts
+    /// after a random delay within it. Size it about 1 h per 1,000 nodes; 0s: at once.
+    #[serde(default = "default_fleet_spread")]
+    pub fleet_spread: HumanDuration,
+}
+
+fn default_fleet_spread() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(3600))
 }
 
 fn default_permanent_failure_backoff() -> HumanDuration {
@@ -88,6 +97,11 @@ impl Renewal {
         }
     }
 
+    /// `renewal.fleetSpread` as a window (see `lifecycle::spread`).
+    pub fn fleet_window(&self) -> time::Duration {
+        time::Duration::try_from(self.fleet_spread.0).unwrap_or(time::Duration::hours(1))
+    }
+
     /// The life-cycle's backoff settings.
     pub fn backoff(&self) -> crate::lifecycle::Settings {
         crate::lifecycle::Settings {
@@ -104,6 +118,7 @@ impl Default for Renewal {
             renew_at: default_renew_at(),
             jitter: default_jitter(),
             permanent_failure_backoff: default_permanent_failure_backoff(),
+            fleet_spread: default_fleet_spread(),
         }
     }
 }
@@ -573,6 +588,7 @@ mod tests {
         let c = Config::defaults();
         assert_eq!(c.renewal.renew_at, Percent(80.0));
         assert_eq!(c.renewal.jitter, Percent(10.0));
+        assert_eq!(c.renewal.fleet_window(), time::Duration::hours(1));
         assert_eq!(c.history, 5);
         assert!(c.kubelet.is_none());
         let c = parse(&format!(
@@ -602,6 +618,16 @@ mod tests {
                 .contains("kind")
         );
         assert!(parse("").unwrap_err().contains("empty file"));
+    }
+
+    #[test]
+    fn fleet_spread_is_a_duration() {
+        let c = parse(&format!("{HEAD}renewal: {{fleetSpread: 10h}}\n")).unwrap();
+        assert_eq!(c.renewal.fleet_window(), time::Duration::hours(10));
+        let c = parse(&format!("{HEAD}renewal: {{fleetSpread: 0s}}\n")).unwrap();
+        assert_eq!(c.renewal.fleet_window(), time::Duration::ZERO);
+        let e = parse(&format!("{HEAD}renewal: {{fleetSpread: soon}}\n")).unwrap_err();
+        assert!(e.contains("soon"), "{e}");
     }
 
     #[test]

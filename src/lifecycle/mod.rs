@@ -7,6 +7,7 @@
 //!
 //! ```text
 //!  Unknown ──observed──► Valid{deadline} ──deadline / forced──► Due ──► Issuing ──installed──► Valid
+//!     └──overdue in a fleet-wide wave──► Waiting{until} ──until──► Due   (`spread`)
 //!                                                                 │         └─► AwaitingApproval{csr} ─installed─► Valid
 //!                          any ─failed(transient)─► Backoff{transient, until}: short, exponential, jittered
 //!                          any ─failed(permanent)─► Backoff{permanent, until}: long interval (1 h), or a
@@ -18,6 +19,7 @@
 //! certificate stays broken a reminder at most every [`Settings::reminder`].
 
 pub mod backoff;
+pub mod spread;
 
 use time::OffsetDateTime;
 
@@ -96,6 +98,11 @@ pub enum Phase {
     ClockBehind { not_before: OffsetDateTime },
     /// To be renewed now.
     Due { reason: String },
+    /// Overdue in a fleet-wide wave: waits its turn (`renewal.fleetSpread`) until `until`.
+    Waiting {
+        until: OffsetDateTime,
+        reason: String,
+    },
     /// A renewal is running.
     Issuing { since: OffsetDateTime },
     /// A CSR was created and waits for the signer.
@@ -120,6 +127,7 @@ impl Phase {
             Phase::Valid { .. } => "valid",
             Phase::ClockBehind { .. } => "clockBehind",
             Phase::Due { .. } => "due",
+            Phase::Waiting { .. } => "waiting",
             Phase::Issuing { .. } => "issuing",
             Phase::AwaitingApproval { .. } => "awaitingApproval",
             Phase::Backoff { .. } => "backoff",
@@ -150,10 +158,24 @@ impl Phase {
 /// What the plan says about the certificate on disk now (from a read-only scan).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Observation {
-    Valid { deadline: OffsetDateTime },
-    ClockBehind { not_before: OffsetDateTime },
-    Due { reason: String },
-    Blocked { reason: String },
+    Valid {
+        deadline: OffsetDateTime,
+    },
+    ClockBehind {
+        not_before: OffsetDateTime,
+    },
+    Due {
+        reason: String,
+    },
+    /// Due because of something that hit the whole fleet (see `spread`): start at `until`,
+    /// drawn by the daemon over the window. A later draw does not move an earlier one.
+    Overdue {
+        reason: String,
+        until: OffsetDateTime,
+    },
+    Blocked {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -237,6 +259,7 @@ impl Life {
         match &self.phase {
             Phase::Valid { deadline } => Some(*deadline),
             Phase::ClockBehind { not_before } => Some(*not_before),
+            Phase::Waiting { until, .. } => Some(*until),
             Phase::Backoff { until, .. } => Some(reminder(*until)),
             _ => None,
         }
@@ -245,7 +268,7 @@ impl Life {
     /// May a renewal start now (without an operator forcing it)?
     pub fn may_start(&self, now: OffsetDateTime) -> bool {
         match &self.phase {
-            Phase::Backoff { until, .. } => now >= *until,
+            Phase::Backoff { until, .. } | Phase::Waiting { until, .. } => now >= *until,
             Phase::Issuing { .. } | Phase::AwaitingApproval { .. } => false,
             _ => true,
         }
@@ -270,10 +293,32 @@ pub fn transition(
     let next: Phase = match (old, event) {
         // A running renewal owns the certificate: scans do not move it.
         (p, Event::Observed(_)) if p.in_flight() => p.clone(),
-        (Phase::Backoff { until, .. }, Event::Observed(Observation::Due { .. }))
-            if now < *until =>
-        {
-            old.clone()
+        (
+            Phase::Backoff { until, .. } | Phase::Waiting { until, .. },
+            Event::Observed(Observation::Due { .. } | Observation::Overdue { .. }),
+        ) if now < *until => old.clone(),
+        // A failed attempt's jittered backoff already spreads the retries; a turn drawn
+        // once is kept (rescans do not draw again).
+        (
+            Phase::Backoff { .. } | Phase::Waiting { .. },
+            Event::Observed(Observation::Overdue { reason, .. }),
+        ) => {
+            effects.push(Effect::Issue);
+            Phase::Due {
+                reason: reason.clone(),
+            }
+        }
+        (_, Event::Observed(Observation::Overdue { reason, until })) if now < *until => {
+            Phase::Waiting {
+                until: *until,
+                reason: reason.clone(),
+            }
+        }
+        (_, Event::Observed(Observation::Overdue { reason, .. })) => {
+            effects.push(Effect::Issue);
+            Phase::Due {
+                reason: reason.clone(),
+            }
         }
         (_, Event::Observed(Observation::Valid { deadline })) => Phase::Valid {
             deadline: *deadline,
@@ -384,6 +429,7 @@ fn report_key(p: &Phase) -> Option<String> {
         Phase::Unknown | Phase::Due { .. } | Phase::Issuing { .. } => None,
         Phase::Valid { .. } => Some("valid".into()),
         Phase::ClockBehind { not_before } => Some(format!("clockBehind {not_before}")),
+        Phase::Waiting { until, .. } => Some(format!("waiting {until}")),
         Phase::AwaitingApproval { csr, .. } => Some(format!("awaiting {csr}")),
         Phase::Backoff { class, error, .. } => Some(format!("failing {} {error}", class.as_str())),
         Phase::Blocked { reason } => Some(format!("blocked {reason}")),
@@ -423,6 +469,13 @@ fn change_line(name: &str, next: &Phase, recovered: bool) -> Option<Effect> {
         Phase::AwaitingApproval { csr, .. } => {
             journal(Level::Info, format!("{name}: CSR {csr} waits for approval"))
         }
+        Phase::Waiting { until, reason } => journal(
+            Level::Info,
+            format!(
+                "{name}: {reason}: renewal waits its turn in a fleet-wide wave until {} (renewal.fleetSpread)",
+                crate::pki::rfc3339(*until)
+            ),
+        ),
         // Back to valid after trouble: say so once.
         Phase::Valid { .. } if recovered => journal(Level::Info, format!("{name}: valid again")),
         _ => return None,

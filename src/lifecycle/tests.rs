@@ -78,11 +78,19 @@ fn every_phase() -> Vec<Phase> {
         Phase::Blocked {
             reason: "revocation x".into(),
         },
+        Phase::Waiting {
+            until: T0 + Duration::minutes(20),
+            reason: "expired".into(),
+        },
     ]
 }
 
 fn every_event() -> Vec<Event> {
     vec![
+        Event::Observed(Observation::Overdue {
+            reason: "revoked".into(),
+            until: T0 + Duration::minutes(40),
+        }),
         Event::Observed(Observation::Valid {
             deadline: T0 + Duration::days(3),
         }),
@@ -126,8 +134,26 @@ fn every_phase_and_event() {
                     assert_eq!(next.phase, phase, "{ctx}");
                     assert_eq!(issues, 0, "{ctx}");
                 }
+                // A turn in a wave (drawn 40 min ahead): waited for, or kept if drawn before.
+                Event::Observed(Observation::Overdue { .. }) => {
+                    match &phase {
+                        // An ended backoff goes at once: its jitter was the spread.
+                        Phase::Backoff { until, .. } if now >= *until => {
+                            assert_eq!(issues, 1, "{ctx}")
+                        }
+                        Phase::Backoff { .. } | Phase::Waiting { .. } => {
+                            assert_eq!(next.phase, phase, "{ctx}");
+                            assert_eq!(issues, 0, "{ctx}");
+                        }
+                        _ => {
+                            assert_eq!(issues, 0, "{ctx}");
+                            assert_eq!(next.phase.name(), "waiting", "{ctx}");
+                            assert!(!next.may_start(now), "{ctx}");
+                        }
+                    }
+                }
                 Event::Observed(Observation::Due { .. }) => match &phase {
-                    Phase::Backoff { until, .. } if now < *until => {
+                    Phase::Backoff { until, .. } | Phase::Waiting { until, .. } if now < *until => {
                         assert_eq!(next.phase, phase, "{ctx}");
                         assert_eq!(issues, 0, "{ctx}");
                     }
@@ -390,4 +416,68 @@ fn transient_backoff_grows_across_retries_and_resets_on_success() {
         now,
     );
     assert_eq!(done.failures, 0);
+}
+
+fn overdue(until: OffsetDateTime) -> Event {
+    Event::Observed(Observation::Overdue {
+        reason: "expired".into(),
+        until,
+    })
+}
+
+#[test]
+fn an_overdue_certificate_in_a_wave_waits_its_turn_then_issues() {
+    let turn = T0 + Duration::minutes(37);
+    let (l, fx) = step(&Life::default(), overdue(turn), T0);
+    assert_eq!(
+        l.phase,
+        Phase::Waiting {
+            until: turn,
+            reason: "expired".into()
+        }
+    );
+    assert!(!fx.contains(&Effect::Issue));
+    assert!(!l.may_start(T0 + Duration::minutes(36)));
+    assert_eq!(l.wake_at(&s()), Some(turn));
+    assert!(lines(&fx)[0].contains("waits its turn in a fleet-wide wave until"));
+    // A rescan draws again (another turn): the first draw stands, nothing is logged again.
+    let (l2, fx) = step(
+        &l,
+        overdue(T0 + Duration::minutes(5)),
+        T0 + Duration::minutes(10),
+    );
+    assert_eq!(l2, l);
+    assert!(fx.is_empty());
+    // Its turn comes: due, issue.
+    let (l3, fx) = step(&l2, overdue(turn + Duration::hours(1)), turn);
+    assert!(matches!(l3.phase, Phase::Due { .. }));
+    assert!(fx.contains(&Effect::Issue));
+    assert!(l3.may_start(turn));
+}
+
+#[test]
+fn a_turn_already_passed_issues_at_once_and_the_operator_skips_the_queue() {
+    let (l, fx) = step(&Life::default(), overdue(T0), T0);
+    assert!(matches!(l.phase, Phase::Due { .. }));
+    assert!(fx.contains(&Effect::Issue));
+    let (waiting, _) = step(&Life::default(), overdue(T0 + Duration::hours(3)), T0);
+    let (l, fx) = step(&waiting, Event::Forced, T0);
+    assert!(matches!(l.phase, Phase::Due { .. }));
+    assert!(fx.contains(&Effect::Issue));
+}
+
+#[test]
+fn a_backoff_is_not_lengthened_by_a_wave() {
+    // After a failure the jittered backoff spreads the retries: once it ends, the wave's
+    // draw does not add a second wait.
+    let (l, _) = step(&Life::default(), transient("503"), T0);
+    let Phase::Backoff { until, .. } = l.phase else {
+        panic!("{l:?}")
+    };
+    let late = until + Duration::hours(5);
+    let (still, _) = step(&l, overdue(late), until - Duration::milliseconds(1));
+    assert!(matches!(still.phase, Phase::Backoff { .. }));
+    let (l, fx) = step(&l, overdue(late), until);
+    assert!(matches!(l.phase, Phase::Due { .. }));
+    assert!(fx.contains(&Effect::Issue));
 }
