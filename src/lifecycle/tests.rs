@@ -387,7 +387,10 @@ fn transient_backoff_grows_across_retries_and_resets_on_success() {
     for _ in 0..6 {
         life = step(&life, Event::Started, now).0;
         life = step(&life, transient(), now).0;
-        let Phase::Backoff { until, attempts, .. } = life.phase.clone() else {
+        let Phase::Backoff {
+            until, attempts, ..
+        } = life.phase.clone()
+        else {
             panic!("not in backoff: {:?}", life.phase)
         };
         assert_eq!(attempts, life.failures);
