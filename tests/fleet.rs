@@ -4,6 +4,7 @@
 //! signer outstanding. No wall-clock timing: counts on the virtual clock. And the daemon
 //! itself: an expired kubelet certificate waits its turn over `renewal.fleetSpread`.
 
+#[allow(dead_code)] // the bench uses every scenario; this test only some
 #[path = "../benches/fleet_sim/mod.rs"]
 mod fleet_sim;
 mod support;
