@@ -30,11 +30,16 @@ pub fn find(root: &NodeRoot, config: &Config) -> Vec<Absent> {
     let mut out = Vec::new();
     for c in &config.certificates {
         if !exists(&c.cert) {
+            let key_too = if exists(&c.key) {
+                String::new()
+            } else {
+                format!(" (and its key {})", c.key.display())
+            };
             out.push(Absent {
                 name: c.name.clone(),
                 path: c.cert.clone(),
                 belongs: control_plane(&c.ca.key)
-                    .map(|why| format!("{why}; `kube-cert-agent rotate` creates it")),
+                    .map(|why| format!("{why}; `kube-cert-agent rotate` creates it{key_too}")),
             });
         }
     }

@@ -39,13 +39,13 @@ pub fn problems(root: &NodeRoot, config: &Config, entries: &[Entry]) -> Vec<Entr
         let cert = read(root, &c.cert);
         let key = read(root, &c.key);
         match (&cert, &key) {
-            (Err(ce), Err(ke)) if ce == "missing" && ke == "missing" => push(
-                &c.cert,
-                format!("{at}: missing, and so is its key {}", c.key.display()),
-            ),
+            // An absent certificate is `absent::find`'s to report: missing where it
+            // belongs, "not on this node" on a worker.
+            (Err(ce), Err(ke)) if ce == "missing" && ke == "missing" => {}
             _ => {
-                if let Err(e) = &cert {
-                    push(&c.cert, format!("{at}: {e}"));
+                match &cert {
+                    Err(e) if e != "missing" => push(&c.cert, format!("{at}: {e}")),
+                    _ => {}
                 }
                 if let Err(e) = &key {
                     let torn = if cert.is_ok() {
@@ -75,15 +75,16 @@ pub fn problems(root: &NodeRoot, config: &Config, entries: &[Entry]) -> Vec<Entr
     let kubeconfigs = config
         .kubeconfigs
         .iter()
-        .map(|k| (format!("kubeconfigs[{}]", k.name), &k.path, true));
+        .map(|k| (format!("kubeconfigs[{}]", k.name), &k.path));
     let kubelet = config
         .kubelet
         .iter()
-        .map(|k| ("kubelet.kubeconfig".to_string(), &k.kubeconfig, false));
-    for (at, path, required) in kubeconfigs.chain(kubelet) {
+        .map(|k| ("kubelet.kubeconfig".to_string(), &k.kubeconfig));
+    for (at, path) in kubeconfigs.chain(kubelet) {
         match read(root, path) {
-            // Before TLS bootstrapping kubelet.conf does not exist yet: not a problem.
-            Err(e) if e == "missing" && !required => {}
+            // Before TLS bootstrapping kubelet.conf does not exist yet: not a problem; an
+            // absent configured kubeconfig is `absent::find`'s to report (by node role).
+            Err(e) if e == "missing" => {}
             Err(e) => push(path, format!("{at}: {e}")),
             Ok(bytes) if bytes.iter().all(|b| b.is_ascii_whitespace()) => {
                 push(path, format!("{at}: empty file"))
