@@ -152,7 +152,13 @@ fn the_daemon_makes_an_expired_kubelet_certificate_wait_its_turn() {
     // The operator's word skips the queue: one CSR, installed.
     let out = node.agent(&["rotate", "kubelet-client"]);
     assert_eq!(out.status.code(), Some(0), "{out:?}\n{}", d.log_text());
-    assert_eq!(api.list().len(), csrs + 1);
+    // The daemon runs kubelet CSRs as a task: `rotate` returns once it has started. Wait
+    // for the CSR to appear (a state, not a duration), then count exactly one.
+    let give_up = std::time::Instant::now() + T;
+    while api.list().len() == csrs && std::time::Instant::now() < give_up {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(api.list().len(), csrs + 1, "{}", d.log_text());
     d.signal("TERM");
     assert_eq!(d.wait_exit(T), Some(0));
 }
