@@ -26,7 +26,7 @@ pub fn find(root: &NodeRoot, config: &Config) -> Vec<Absent> {
         h.exists() || h.is_symlink()
     };
     let control_plane =
-        |key: &std::path::Path| crate::kubeadm::node::control_plane_evidence(root, key);
+        |key: &std::path::Path| crate::node_facts::control_plane_evidence(root, key);
     let mut out = Vec::new();
     for c in &config.certificates {
         if !exists(&c.cert) {

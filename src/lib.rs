@@ -20,6 +20,7 @@ pub mod kubeadm;
 pub mod kubelet;
 pub mod lifecycle;
 pub mod metrics;
+pub mod node_facts;
 pub mod parallel;
 pub mod paths;
 pub mod pki;

@@ -4,8 +4,6 @@
 //! GetEtcdPeerAltNames). Pure: the inputs are resolved from the config and the node by
 //! [`node`].
 
-pub mod node;
-
 use std::net::IpAddr;
 use std::path::PathBuf;
 

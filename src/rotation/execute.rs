@@ -94,8 +94,7 @@ fn belongs_here(
     if !matches!(current, Current::Missing) {
         return Ok(());
     }
-    let why =
-        crate::kubeadm::node::control_plane_evidence(root, &ca.key).map_err(Action::NotHere)?;
+    let why = crate::node_facts::control_plane_evidence(root, &ca.key).map_err(Action::NotHere)?;
     out.detail = Some(format!("created: {why}"));
     Ok(())
 }

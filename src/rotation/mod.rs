@@ -173,7 +173,7 @@ pub async fn rotate(
     let mut out = Vec::new();
     // kubeadm's inputs, read once, for certificates created under a profile.
     let facts = (config.certificates.iter().any(|c| c.profile.is_some()))
-        .then(|| crate::kubeadm::node::facts(root, config));
+        .then(|| crate::node_facts::facts(root, config));
     for c in config.certificates.iter().filter(|c| wanted(&c.name)) {
         let created = c.profile.and_then(|p| {
             let f = facts.as_ref()?;

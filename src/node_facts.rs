@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::{Facts, KubeadmSpec, DEFAULT_DNS_DOMAIN, DEFAULT_SERVICE_SUBNET};
 use crate::config::Config;
+use crate::kubeadm::{Facts, KubeadmSpec, DEFAULT_DNS_DOMAIN, DEFAULT_SERVICE_SUBNET};
 use crate::paths::{NodeRoot, ReadError};
 
 /// kubeadm writes this manifest on every control-plane node.
@@ -79,7 +79,7 @@ fn read_kubeadm_file(root: &NodeRoot, path: &Path) -> Result<Vec<Value>, String>
     };
     let text = String::from_utf8(bytes).map_err(|_| at("not UTF-8".into()))?;
     serde_saphyr::from_str_multiple::<Value, Vec<Value>>(&text)
-        .map_err(|e| at(crate::config::render_yaml_error(&e)))
+        .map_err(|e| at(crate::yaml::render_error(&e)))
 }
 
 /// The node's addresses as kubeadm would advertise them: every interface address but
