@@ -260,12 +260,8 @@ fn a_deleted_kubelet_client_current_link_is_repaired_through_the_api_server() {
 
 #[test]
 fn a_failed_action_is_logged_retried_and_shown_by_status() {
-    // On this host there is no systemd to talk to (no system bus; systemctl fails):
-    // the restart fails with systemctl's own words and stays pending.
-    if std::path::Path::new("/run/systemd/system").exists() {
-        eprintln!("SKIP: this host runs systemd; the failure would not happen");
-        return;
-    }
+    // The unit does not exist: with or without systemd on the host, systemctl fails
+    // with its own words and the restart stays pending.
     let node = tree(&["apiserver"], "ecdsa-p256", "[{restart: nothere.service}]");
     let mut d = Daemon::start(&node, &[]);
     d.wait_notify("READY=1", T);
