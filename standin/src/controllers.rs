@@ -6,8 +6,9 @@ use std::time::Duration;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::ByteString;
 
-use crate::api::{add_condition, APISERVER_CLIENT, CLIENT_KUBELET, KUBELET_SERVING};
+use crate::api::{APISERVER_CLIENT, CLIENT_KUBELET, KUBELET_SERVING};
 use crate::ca::{csr_pem_to_der, parse_csr, ParsedCsr};
+use crate::csr_api::add_condition;
 use crate::state::{age_of, lock, EventKind, Shared};
 
 pub async fn run(shared: Arc<Shared>) {

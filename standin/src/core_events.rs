@@ -15,7 +15,8 @@ use http::{header, Method, Request, Response};
 use k8s_openapi::api::core::v1::Event;
 use serde_json::{json, Value};
 
-use crate::api::{error_response, human_duration, json_response, read_body, Body, User};
+use crate::api::{error_response, human_duration, json_response, read_body, Body};
+use crate::auth::User;
 use crate::objects::{self, Target};
 use crate::state::{age_of, lock, ApiError, Shared};
 

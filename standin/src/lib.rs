@@ -11,10 +11,12 @@
 //! ```
 
 mod api;
+mod auth;
 mod ca;
 mod cluster;
 mod controllers;
 mod core_events;
+mod csr_api;
 mod objects;
 mod proto;
 mod rbac;
@@ -32,8 +34,9 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DistinguishedName, SignatureScheme};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 
-pub use api::{condition_summary, APISERVER_CLIENT, CLIENT_KUBELET, KUBELET_SERVING};
+pub use api::{APISERVER_CLIENT, CLIENT_KUBELET, KUBELET_SERVING};
 pub use ca::CertAndKey;
+pub use csr_api::condition_summary;
 pub use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 pub use rbac::Subject;
 pub use state::{Faults, RequestRecord};
@@ -320,7 +323,7 @@ impl StandIn {
     }
 
     fn kubeconfig(&self, user_name: &str, user: &str) -> String {
-        let ca = api::b64(self.ca_pem().as_bytes());
+        let ca = csr_api::b64(self.ca_pem().as_bytes());
         format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    certificate-authority-data: {ca}\n    server: {}\n  name: kubernetes\ncontexts:\n- context:\n    cluster: kubernetes\n    user: {user_name}\n  name: {user_name}@kubernetes\ncurrent-context: {user_name}@kubernetes\npreferences: {{}}\nusers:\n- name: {user_name}\n  user:\n{user}",
             self.url()
@@ -342,8 +345,8 @@ impl StandIn {
             user,
             &format!(
                 "    client-certificate-data: {}\n    client-key-data: {}\n",
-                api::b64(ck.cert_pem.as_bytes()),
-                api::b64(ck.key_pem.as_bytes())
+                csr_api::b64(ck.cert_pem.as_bytes()),
+                csr_api::b64(ck.key_pem.as_bytes())
             ),
         ))
     }
@@ -399,7 +402,7 @@ impl StandIn {
                 bail!("{name} is already denied");
             }
             if !Self::has(o, "Approved") {
-                api::add_condition(
+                csr_api::add_condition(
                     o,
                     "Approved",
                     "StandInApprove",
@@ -417,7 +420,7 @@ impl StandIn {
                 bail!("{name} is already approved");
             }
             if !Self::has(o, "Denied") {
-                api::add_condition(
+                csr_api::add_condition(
                     o,
                     "Denied",
                     reason,
@@ -432,7 +435,7 @@ impl StandIn {
     pub fn fail(&self, name: &str, reason: &str) -> Result<CertificateSigningRequest> {
         self.modify(name, |o| {
             if !Self::has(o, "Failed") {
-                api::add_condition(
+                csr_api::add_condition(
                     o,
                     "Failed",
                     reason,

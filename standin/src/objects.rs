@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{Event, Node};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ListMeta, ObjectMeta, Status};
 use serde_json::{json, Value};
 
-use crate::api::User;
+use crate::auth::User;
 use crate::rbac::{self, Attrs};
 use crate::state::{lock, now_time, ApiError, Shared};
 

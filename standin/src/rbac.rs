@@ -7,7 +7,7 @@
 
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule};
 
-use crate::api::User;
+use crate::auth::User;
 use crate::state::{lock, Shared};
 
 /// What a request wants to do, in SubjectAccessReview's words.
