@@ -57,7 +57,10 @@ def pem_blocks(data):
 def scrape(root, now):
     families = {"x509_cert_not_before": [], "x509_cert_not_after": [], "x509_cert_expired": []}
     errors = 0
-    for d, _, files in os.walk(root):
+    for d, dirs, files in os.walk(root):
+        # The agent's store keeps versions in `..data` / `..<timestamp>` directories, reached
+        # through the links beside them (the inventory skips them too).
+        dirs[:] = sorted(x for x in dirs if not x.startswith(".."))
         for f in sorted(files):
             if not f.endswith(EXTENSIONS):
                 continue

@@ -101,61 +101,88 @@ impl Collector for Families {
     }
 }
 
-impl Families {
-    fn x509(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result {
+/// The x509 families' series for one read of the inventory: labels computed once (names
+/// parsed, serials in decimal) and kept until the inventory is read again, so that a scrape
+/// only formats them.
+#[derive(Debug, Default)]
+pub struct X509Rows {
+    /// Labels, notBefore, notAfter (Unix seconds).
+    certs: Vec<(Labels, i64, i64)>,
+    /// Per file: labels, 1 when it could not be read as certificates.
+    files: Vec<(Labels, f64)>,
+    read_errors: u64,
+}
+
+impl X509Rows {
+    pub fn of(inventory: &[crate::inventory::Entry]) -> X509Rows {
+        let mut rows = X509Rows::default();
         let mut seen: HashSet<Labels> = HashSet::new();
-        let (mut not_before, mut not_after, mut expired) = (vec![], vec![], vec![]);
-        let mut files: Vec<(Labels, f64)> = vec![];
-        let mut file_seen: HashSet<&str> = HashSet::new();
-        let mut read_errors = 0u64;
-        for e in self.snap.inventory.iter() {
-            match &e.cert {
+        let mut file_at: std::collections::HashMap<&str, usize> = Default::default();
+        for e in inventory {
+            let ok = match &e.cert {
                 Some(c) => {
                     let labels = x509::cert_labels(e, c);
                     // The same certificate twice in one file is one series.
-                    if !seen.insert(labels.clone()) {
-                        continue;
+                    if seen.insert(labels.clone()) {
+                        let (nb, na) =
+                            (c.not_before.unix_timestamp(), c.not_after.unix_timestamp());
+                        rows.certs.push((labels, nb, na));
                     }
-                    not_before.push((labels.clone(), secs(c.not_before)));
-                    not_after.push((labels.clone(), secs(c.not_after)));
-                    let is_expired = if self.now > c.not_after { 1.0 } else { 0.0 };
-                    expired.push((labels, is_expired));
-                    if file_seen.insert(&e.path) {
-                        files.push((x509::file_labels(&e.path), 0.0));
-                    }
+                    true
                 }
                 None => {
-                    read_errors += 1;
-                    if file_seen.insert(&e.path) {
-                        files.push((x509::file_labels(&e.path), 1.0));
-                    } else if let Some(f) = files.iter_mut().find(|(l, _)| l[1].1 == e.path) {
-                        f.1 = 1.0;
-                    }
+                    rows.read_errors += 1;
+                    false
+                }
+            };
+            match file_at.get(e.path.as_str()) {
+                Some(&i) if !ok => rows.files[i].1 = 1.0,
+                Some(_) => {}
+                None => {
+                    file_at.insert(&e.path, rows.files.len());
+                    rows.files
+                        .push((x509::file_labels(&e.path), if ok { 0.0 } else { 1.0 }));
                 }
             }
         }
+        rows
+    }
+}
+
+impl Families {
+    fn x509(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result {
+        let rows = &self.snap.x509;
+        let now = self.now.unix_timestamp();
+        let series = |v: &dyn Fn(i64, i64) -> f64| -> Vec<(&[(&'static str, String)], f64)> {
+            rows.certs
+                .iter()
+                .map(|(l, nb, na)| (l.as_slice(), v(*nb, *na)))
+                .collect()
+        };
         let g = MetricType::Gauge;
         family(
             enc,
             "x509_cert_not_before",
             "Indicates the certificate's not before timestamp",
             g,
-            &not_before,
+            &series(&|nb, _| nb as f64),
         )?;
         family(
             enc,
             "x509_cert_not_after",
             "Indicates the certificate's not after timestamp",
             g,
-            &not_after,
+            &series(&|_, na| na as f64),
         )?;
         family(
             enc,
             "x509_cert_expired",
             "Indicates if the certificate is expired",
             g,
-            &expired,
+            &series(&|_, na| if now > na { 1.0 } else { 0.0 }),
         )?;
+        let files: Vec<(&[(&'static str, String)], f64)> =
+            rows.files.iter().map(|(l, v)| (l.as_slice(), *v)).collect();
         family(
             enc,
             "x509_cert_error",
@@ -163,7 +190,7 @@ impl Families {
             g,
             &files,
         )?;
-        let none: Vec<(Name, f64)> = vec![(vec![], read_errors as f64)];
+        let none: Vec<(Name, f64)> = vec![(vec![], rows.read_errors as f64)];
         family(
             enc,
             "x509_read_errors",
@@ -335,7 +362,7 @@ mod tests {
                 name: "csr-abc".into(),
                 since: datetime!(2026-12-01 23:00 UTC),
             }],
-            inventory: Arc::new(vec![]),
+            x509: Arc::default(),
             ..Default::default()
         }
     }

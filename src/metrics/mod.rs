@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use time::OffsetDateTime;
 
 use crate::config::Config;
-use crate::inventory::Entry;
 use crate::rotation::{self, plan::Reason, Action, Outcome};
 
 /// Why a Kubernetes Event was not delivered (`kube_cert_agent_events_dropped_total{reason}`):
@@ -84,7 +83,8 @@ pub struct Snapshot {
     pub kubelet_server_renew_errors: u64,
     pub pending_csrs: Vec<PendingCsr>,
     pub events_dropped: BTreeMap<&'static str, u64>,
-    pub inventory: Arc<Vec<Entry>>,
+    /// The inventory's series, as of its last read.
+    pub x509: Arc<families::X509Rows>,
 }
 
 #[derive(Debug, Default)]
@@ -221,7 +221,7 @@ impl Hub {
         std::mem::take(&mut self.lock().inventory_dirty)
     }
 
-    fn snapshot(&self, inventory: Arc<Vec<Entry>>) -> Snapshot {
+    fn snapshot(&self, x509: Arc<families::X509Rows>) -> Snapshot {
         let s = self.lock();
         Snapshot {
             certs: s.certs.values().cloned().collect(),
@@ -231,7 +231,7 @@ impl Hub {
             kubelet_server_renew_errors: s.kubelet_server_renew_errors,
             pending_csrs: s.pending_csrs.values().cloned().collect(),
             events_dropped: s.events_dropped.clone(),
-            inventory,
+            x509,
         }
     }
 }

@@ -19,7 +19,7 @@ use time::OffsetDateTime;
 use tokio::task::JoinHandle;
 
 use super::{families, Hub};
-use crate::inventory::{self, Entry};
+use crate::inventory;
 use crate::paths::NodeRoot;
 use crate::store::{FileSpec, Store};
 
@@ -35,37 +35,39 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub(crate) struct Cached {
     at: Instant,
-    entries: Arc<Vec<Entry>>,
+    x509: Arc<families::X509Rows>,
 }
 
 /// The exposition now: re-reads the inventory if needed. Blocking (file reads): call it on a
 /// blocking thread.
 pub fn render(hub: &Hub, root: &NodeRoot) -> String {
-    let entries = inventory_of(hub, root);
-    families::encode(hub.snapshot(entries), OffsetDateTime::now_utc())
+    let x509 = inventory_of(hub, root);
+    families::encode(hub.snapshot(x509), OffsetDateTime::now_utc())
 }
 
-fn inventory_of(hub: &Hub, root: &NodeRoot) -> Arc<Vec<Entry>> {
+/// The inventory's series, read again only when the files changed or the cache is old.
+fn inventory_of(hub: &Hub, root: &NodeRoot) -> Arc<families::X509Rows> {
     // Held while reading, so that concurrent scrapes share one read.
     let mut cache = hub.cache.lock().unwrap_or_else(|p| p.into_inner());
     let dirty = hub.take_dirty();
     if let Some(c) = cache.as_ref() {
         if !dirty && c.at.elapsed() < INVENTORY_MAX_AGE {
-            return c.entries.clone();
+            return c.x509.clone();
         }
     }
-    let entries = match hub.config() {
-        Some(config) => Arc::new(inventory::collect(
-            root,
-            &inventory::default_targets(root, &config),
-        )),
+    let x509 = match hub.config() {
+        Some(config) => {
+            let targets = inventory::default_targets(root, &config);
+            let entries = inventory::certificates(root, &targets);
+            Arc::new(families::X509Rows::of(&entries))
+        }
         None => Arc::default(),
     };
     *cache = Some(Cached {
         at: Instant::now(),
-        entries: entries.clone(),
+        x509: x509.clone(),
     });
-    entries
+    x509
 }
 
 /// What `/metrics` answers: the text exposition, rendered per scrape (off the runtime).
