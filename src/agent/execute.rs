@@ -68,8 +68,8 @@ impl Agent {
         let (root, saved) = (self.root.clone(), self.saved.clone());
         std::sync::Arc::new(move |n: CsrNotice| {
             match &n {
-                CsrNotice::Created { csr, signer } => {
-                    metrics.csr_pending(signer, csr, OffsetDateTime::now_utc());
+                CsrNotice::Created { csr, signer, since } => {
+                    metrics.csr_pending(signer, csr, *since);
                     super::save_pending_csrs(&root, &saved, &metrics);
                 }
                 CsrNotice::Ended { signer } => {
@@ -139,6 +139,7 @@ impl Agent {
         self.events.outcomes(outcomes);
         for o in outcomes {
             log_outcome(o, why);
+            self.answered.insert(o.name.clone(), (o.line(), o.failed()));
             let Some(c) = self.cert_mut(&o.name) else {
                 continue;
             };
