@@ -118,6 +118,17 @@ impl Agent {
             .collect();
         let (remote, local): (Vec<String>, Vec<String>) =
             attempt.into_iter().partition(|n| kubelet.contains(n));
+        // A CSR task only when it is time (or forced), not for every cycle.
+        let remote: Vec<String> = remote
+            .into_iter()
+            .filter(|n| {
+                forced
+                    || self
+                        .certs
+                        .iter()
+                        .any(|c| &c.name == n && c.life.is_time(now))
+            })
+            .collect();
         if !remote.is_empty() {
             self.spawn_kubelet(remote, forced, why);
         }

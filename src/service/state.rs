@@ -166,7 +166,7 @@ pub fn render_table(state: Option<&State>, daemon: Daemon) -> String {
     for c in &s.certificates {
         if let (Some(csr), Some(since)) = (&c.csr, &c.csr_since) {
             out.push_str(&format!(
-                "\n{}: {}: CSR {csr} since {since} ({}): kubectl certificate approve {csr}",
+                "\n{}: {}: CSR {csr} since {since} ({})",
                 c.name,
                 c.phase,
                 age(since)
@@ -175,12 +175,7 @@ pub fn render_table(state: Option<&State>, daemon: Daemon) -> String {
             out.push_str(&format!("\n{}: issuing (a renewal is running)", c.name));
         }
     }
-    // Those not shown with their certificate above (a state from an older daemon).
-    for p in s.pending_csrs.iter().filter(|p| {
-        !s.certificates
-            .iter()
-            .any(|c| c.csr.as_ref() == Some(&p.name))
-    }) {
+    for p in &s.pending_csrs {
         let age = age(&p.since);
         out.push_str(&format!(
             "\npending CSR {} (signer {}) waiting for approval and issuance since {} ({age}): kubectl certificate approve {}",
