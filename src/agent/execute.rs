@@ -188,9 +188,11 @@ impl Agent {
                         not_before: *not_before,
                     })]
                 }
-                // Not retried on a timer: nothing changes until the entry is fixed, and the
-                // revocations.d watch (or the hourly resync) brings the next attempt.
-                rotation::Action::Blocked { entry } => {
+                // Not retried on a timer unless the replacement clears the entry by itself
+                // at a known instant (the rescan below wakes it then); otherwise nothing
+                // changes until the entry is fixed, and the revocations.d watch (or the
+                // hourly resync) brings the next attempt.
+                rotation::Action::Blocked { entry, .. } => {
                     c.result = "blocked".into();
                     c.error = Some(entry.clone());
                     vec![Event::Observed(Observation::Blocked {

@@ -36,7 +36,7 @@ impl Agent {
                     not_before: *not_before,
                 }),
                 rotation::Action::WouldRotate(r) => Some(self.due(o, r, now)),
-                rotation::Action::Blocked { entry } => Some(Observation::Blocked {
+                rotation::Action::Blocked { entry, .. } => Some(Observation::Blocked {
                     reason: entry.clone(),
                 }),
                 // Absent and not meant for this node: nothing to try until the node changes.
@@ -54,9 +54,15 @@ impl Agent {
                 continue;
             };
             // Due: at once, unless it waits out a backoff (then `retry_at` wakes it) or its
-            // turn in a fleet-wide wave.
+            // turn in a fleet-wide wave. Blocked: when the replacement can clear the entry
+            // by itself, if it can (`rotation::Action::Blocked::until`), else at a change.
+            let blocked_until = match &o.action {
+                rotation::Action::Blocked { until, .. } => *until,
+                _ => None,
+            };
             c.next = match &c.life.phase {
                 Phase::Valid { deadline } => Some(*deadline),
+                Phase::Blocked { .. } => blocked_until,
                 Phase::Waiting { until, .. } => Some(*until),
                 Phase::ClockBehind { not_before } => Some(*not_before),
                 Phase::Due { .. } | Phase::Unknown if c.life.may_start(now) => Some(now),
