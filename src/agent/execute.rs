@@ -118,15 +118,16 @@ impl Agent {
             .collect();
         let (remote, local): (Vec<String>, Vec<String>) =
             attempt.into_iter().partition(|n| kubelet.contains(n));
-        // A CSR task only when it is time (or forced), not for every cycle.
+        // A CSR task only when it is time (or forced), not for every cycle: its phase says
+        // so, or the wake-up the last scan planned for it has come (a blocked one whose
+        // revocation cutoff passes at a known instant).
         let remote: Vec<String> = remote
             .into_iter()
             .filter(|n| {
                 forced
-                    || self
-                        .certs
-                        .iter()
-                        .any(|c| &c.name == n && c.life.is_time(now))
+                    || self.certs.iter().any(|c| {
+                        &c.name == n && (c.life.is_time(now) || c.next.is_some_and(|t| t <= now))
+                    })
             })
             .collect();
         if !remote.is_empty() {
