@@ -79,12 +79,7 @@ impl Agent {
         let reason = r.to_string();
         let local = self.config.certificates.iter().any(|c| c.name == o.name)
             || self.config.kubeconfigs.iter().any(|k| k.name == o.name);
-        let cause = match r {
-            Reason::Expired => spread::Due::Expired,
-            Reason::Revoked(_) => spread::Due::Reissue,
-            Reason::Due(deadline) => spread::Due::Deadline(*deadline),
-            _ => spread::Due::Other,
-        };
+        let cause = cause(r);
         if local || !spread::in_wave(cause, now) {
             return Observation::Due { reason };
         }
@@ -170,5 +165,16 @@ impl Agent {
             // Repairs what is missing or broken; a valid replacement is only re-scheduled.
             self.cycle(&changed, false, "external change").await;
         }
+    }
+}
+
+/// Why a certificate is due, as far as the fleet spread is concerned.
+pub(super) fn cause(r: &Reason) -> spread::Due {
+    match r {
+        Reason::Expired => spread::Due::Expired,
+        Reason::Revoked(_) => spread::Due::Reissue,
+        Reason::Due(deadline) => spread::Due::Deadline(*deadline),
+        Reason::Missing => spread::Due::Missing,
+        _ => spread::Due::Other,
     }
 }

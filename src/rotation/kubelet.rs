@@ -32,6 +32,15 @@ pub async fn rotate_kubelet(
         &current,
         Action::Failed(Failure::permanent("")),
     );
+    // The first renewal of a certificate the daemon installed in a batch is drawn wide.
+    let first;
+    let policy = match &current {
+        Current::Present(c) if node.spec.first_renewal.contains(&c.serial) => {
+            first = crate::lifecycle::spread::first_policy(policy);
+            &first
+        }
+        _ => policy,
+    };
     let written_at = written_at(node, kind);
     let heal = |d| heal_kubelet_ahead(d, written_at, req.now);
     let reason = match reason_to_rotate(&current, revs, policy, req, heal) {
