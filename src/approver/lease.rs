@@ -140,11 +140,7 @@ pub async fn run(
                         s.lease_duration_seconds = Some(t.lease_duration.as_secs() as i32);
                         s.renew_time = Some(now_micro());
                         l.spec = Some(s);
-                        // The resourceVersion we read makes this a compare-and-swap.
-                        client
-                            .send::<Lease>(reqwest::Method::PUT, &one, &l)
-                            .await
-                            .map(|_| true)
+                        put(&client, &one, &l).await
                     }
                     (_, None) => Ok(false),
                 };
@@ -198,9 +194,14 @@ pub async fn release(
     s.acquire_time = Some(now_micro());
     s.renew_time = Some(now_micro());
     l.spec = Some(s);
-    // The resourceVersion we read: a replica that took over meanwhile is not undone.
+    put(client, &one, &l).await
+}
+
+/// The resourceVersion we read makes the update a compare-and-swap: a replica that
+/// changed the Lease meanwhile is never overwritten.
+async fn put(client: &ApiClient, one: &str, l: &Lease) -> Result<bool, ApiError> {
     client
-        .send::<Lease>(reqwest::Method::PUT, &one, &l)
+        .send::<Lease>(reqwest::Method::PUT, one, l)
         .await
         .map(|_| true)
 }
