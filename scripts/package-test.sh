@@ -67,6 +67,9 @@ expected_rpm_files=(
   /etc/kube-cert-agent/revocations.d
   /usr/share/kube-cert-agent/crds/renewrevocations.certificates.microsoft.com.yaml
   /usr/share/kube-cert-agent/crds/carotations.kube-cert-agent.io.yaml
+  /usr/share/kube-cert-agent/monitoring/kube-cert-agent.rules.yaml
+  /usr/share/kube-cert-agent/monitoring/prometheusrule.yaml
+  /usr/share/kube-cert-agent/monitoring/grafana-dashboard.json
   /usr/share/man/man8/kube-cert-agent.8.gz
   /usr/share/bash-completion/completions/kube-cert-agent
   /usr/share/zsh/site-functions/_kube-cert-agent
@@ -109,6 +112,20 @@ rpm --root "$ROOT" -q kube-cert-agent >/dev/null || fail "rpm --root: not regist
 [[ $(stat -c %a "$ROOT/etc/kube-cert-agent/config.yaml") == 644 ]] || fail "rpm --root: config mode"
 "$ROOT/usr/bin/kube-cert-agent" version | grep -q '^kube-cert-agent ' || fail "rpm --root: binary does not run"
 pass "rpm_scratch_root: rpm --root --initdb + -i --nodeps --noscripts; files in place, binary runs"
+# The alerts and the dashboard as installed: promtool takes the rules (a missing promtool
+# fails here too), the PrometheusRule's groups are the same, the dashboard is JSON.
+MON=$ROOT/usr/share/kube-cert-agent/monitoring
+out=$(promtool check rules "$MON/kube-cert-agent.rules.yaml" 2>&1) ||
+  fail "promtool check rules (installed): $out"
+python3 - "$MON" <<'PY' || fail "installed monitoring files malformed"
+import json, sys, yaml
+d = sys.argv[1]
+rules = yaml.safe_load(open(f"{d}/kube-cert-agent.rules.yaml"))
+pr = yaml.safe_load(open(f"{d}/prometheusrule.yaml"))
+assert pr["kind"] == "PrometheusRule" and pr["spec"]["groups"] == rules["groups"]
+assert json.load(open(f"{d}/grafana-dashboard.json"))["panels"]
+PY
+pass "rpm_monitoring: rules (promtool check rules), PrometheusRule and Grafana dashboard in /usr/share/kube-cert-agent/monitoring"
 
 # ---- deb contents -------------------------------------------------------------------------
 # path mode, as installed (checked again after dpkg -i in the sandbox).
@@ -120,6 +137,9 @@ expected_deb=(
   "/etc/kube-cert-agent/revocations.d/README 644"
   "/usr/share/kube-cert-agent/crds/renewrevocations.certificates.microsoft.com.yaml 644"
   "/usr/share/kube-cert-agent/crds/carotations.kube-cert-agent.io.yaml 644"
+  "/usr/share/kube-cert-agent/monitoring/kube-cert-agent.rules.yaml 644"
+  "/usr/share/kube-cert-agent/monitoring/prometheusrule.yaml 644"
+  "/usr/share/kube-cert-agent/monitoring/grafana-dashboard.json 644"
   "/usr/share/man/man8/kube-cert-agent.8.gz 644"
   "/usr/share/bash-completion/completions/kube-cert-agent 644"
   "/usr/share/zsh/vendor-completions/_kube-cert-agent 644"
@@ -127,6 +147,11 @@ expected_deb=(
   "/usr/share/doc/kube-cert-agent/copyright 644"
   "/usr/share/doc/kube-cert-agent/changelog.Debian.gz 644"
 )
+debfiles=$(dpkg-deb -c "$DEB")
+for f in kube-cert-agent.rules.yaml prometheusrule.yaml grafana-dashboard.json; do
+  grep -q " \./usr/share/kube-cert-agent/monitoring/$f\$" <<<"$debfiles" || fail "deb: monitoring/$f missing"
+done
+pass "deb_monitoring: the rules, PrometheusRule and dashboard in /usr/share/kube-cert-agent/monitoring"
 dpkg-deb -f "$DEB" Depends | grep -q libc6 || fail "deb: no libc6 dependency"
 [[ $(dpkg-deb --ctrl-tarfile "$DEB" | tar -xO ./conffiles) == *"/etc/kube-cert-agent/config.yaml"* ]] ||
   fail "deb: config.yaml is not a conffile"
