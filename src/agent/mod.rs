@@ -94,6 +94,8 @@ struct Agent {
     resync_at: OffsetDateTime,
     watchdog: Option<Duration>,
     metrics: crate::metrics::Hub,
+    /// The metrics endpoint and textfile, moved when a reloaded config moves them.
+    endpoints: crate::metrics::endpoints::Endpoints,
     events: crate::events::Recorder,
     /// The last state.json written (for the pending-CSR rewrite).
     saved: SavedState,
@@ -227,6 +229,7 @@ impl Agent {
             resync_at: OffsetDateTime::now_utc() + schedule::RESYNC,
             watchdog: sd::watchdog_interval(),
             metrics: metrics.clone(),
+            endpoints: Default::default(),
             events: crate::events::Recorder::off(metrics),
             saved: SavedState::default(),
             tasks: {
