@@ -19,6 +19,7 @@
 
 mod event_loop;
 mod execute;
+mod fleet_rotation;
 mod scan;
 pub mod schedule;
 mod socket;
@@ -93,6 +94,8 @@ struct Agent {
     events: crate::events::Recorder,
     /// The last state.json written (for the pending-CSR rewrite).
     saved: SavedState,
+    /// Attempts at phases of CARotation objects that did not complete (their backoff).
+    ca_attempts: crate::ca_rotation::cluster::Attempts,
     /// Reports of tasks (kubelet CSRs) to the main loop.
     tasks: (
         mpsc::UnboundedSender<TaskMsg>,
@@ -225,6 +228,7 @@ impl Agent {
             metrics: metrics.clone(),
             events: crate::events::Recorder::off(metrics),
             saved: SavedState::default(),
+            ca_attempts: Default::default(),
             tasks: {
                 let (tx, rx) = mpsc::unbounded_channel();
                 (tx, Some(rx))
