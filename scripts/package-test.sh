@@ -154,7 +154,7 @@ v = s["versions"][0]; assert v["name"] == "v1"
 spec = v["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
 assert "description" in spec
 item = spec["revocations"]["items"]["properties"]
-assert set(item) == {"kind", "serialNumber", "group", "dns", "ip", "notBefore"}, set(item)
+assert set(item) == {"kind", "serialNumber", "group", "dns", "ip", "notBefore", "description"}, set(item)
 # The seed's example entries (src/revocation/parse.rs) match the patterns (RE2 and
 # Python agree on these).
 import re
@@ -162,7 +162,7 @@ for k in ["serialnumber", "Group", "DNS", "IP", "serialNumber"]:
     assert re.fullmatch(item["kind"]["pattern"].strip("^$"), k), k
 assert re.fullmatch(item["serialNumber"]["pattern"], "77fdf4b1033b387aaace6ce1c18710c2")
 PY
-pass "crd_schema: renewrevocations.certificates.microsoft.com, RenewRevocation v1, the six entry fields, read access for system:nodes"
+pass "crd_schema: renewrevocations.certificates.microsoft.com, RenewRevocation v1, the six entry fields and the seed's per-entry description, read access for system:nodes"
 
 # ---- the .deb in real systemd -------------------------------------------------------------
 if [[ $(id -u) != 0 ]] || [[ ! -d /sys/fs/cgroup/unified ]]; then

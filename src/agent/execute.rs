@@ -5,7 +5,7 @@ use time::OffsetDateTime;
 
 use super::{actions_of, schedule, Agent, Pending};
 use crate::config::Action;
-use crate::lifecycle::{Event, Observation};
+use crate::lifecycle::{spread, Event, Observation};
 use crate::rotation::{self, plan::rfc3339, Outcome, Request};
 use crate::service::actions;
 use crate::service::notify as sd;
@@ -137,18 +137,25 @@ impl Agent {
         let now = OffsetDateTime::now_utc();
         self.metrics.observe(outcomes, false, now);
         self.events.outcomes(outcomes);
+        let mut batches_changed = false;
         for o in outcomes {
             log_outcome(o, why);
+            let reaches_api = self.reaches_api(&o.name);
             let Some(c) = self.cert_mut(&o.name) else {
                 continue;
             };
             c.path = o.path.clone();
             let events = match &o.action {
-                rotation::Action::Rotated(_) => {
+                rotation::Action::Rotated(reason) => {
                     c.result = "rotated".into();
                     c.error = None;
                     c.last_rotated = Some(now);
                     let (serial, not_after) = o.after.clone().unwrap_or_else(|| ("-".into(), now));
+                    // Issued in a batch: its first renewal is drawn wide (`spread`).
+                    c.batch = (reaches_api
+                        && spread::starts_batch(super::scan::cause(reason), now))
+                    .then(|| serial.clone());
+                    batches_changed = true;
                     vec![
                         Event::Started,
                         Event::Installed {
@@ -176,9 +183,11 @@ impl Agent {
                         not_before: *not_before,
                     })]
                 }
-                // Not retried on a timer: nothing changes until the entry is fixed, and the
-                // revocations.d watch (or the hourly resync) brings the next attempt.
-                rotation::Action::Blocked { entry } => {
+                // Not retried on a timer unless the replacement clears the entry by itself
+                // at a known instant (the rescan below wakes it then); otherwise nothing
+                // changes until the entry is fixed, and the revocations.d watch (or the
+                // hourly resync) brings the next attempt.
+                rotation::Action::Blocked { entry, .. } => {
                     c.result = "blocked".into();
                     c.error = Some(entry.clone());
                     vec![Event::Observed(Observation::Blocked {
@@ -206,6 +215,9 @@ impl Agent {
             for e in events {
                 self.feed(&o.name, e);
             }
+        }
+        if batches_changed {
+            self.sync_batches();
         }
         // Dependents: each action once, after every certificate of the cycle is installed.
         let rotated: Vec<(String, Vec<Action>)> = outcomes

@@ -34,7 +34,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{self, Action, Config};
 use crate::exit::{ExitCode, Fatal};
-use crate::lifecycle::{self, Effect, Event, Level, Life, Phase};
+use crate::lifecycle::{self, spread, Effect, Event, Level, Life, Phase};
 use crate::paths::NodeRoot;
 use crate::rotation::{self, plan::rfc3339, Outcome};
 use crate::service::notify as sd;
@@ -59,6 +59,10 @@ struct Cert {
     /// Where it stands in its life-cycle (the pure state machine of `lifecycle`).
     life: Life,
     retry_at: Option<OffsetDateTime>,
+    /// The serial this agent installed in a batch (`lifecycle::spread::starts_batch`): its
+    /// first renewal is drawn wide. Kept in memory only: after a restart the usual draw
+    /// applies (later, never unsafe).
+    batch: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -256,10 +260,28 @@ impl Agent {
                 last_rotated: None,
                 life: Life::default(),
                 retry_at: None,
+                batch: None,
             });
             c.actions = actions_of(&self.config, &n);
             self.certs.push(c);
         }
+        self.sync_batches();
+    }
+
+    /// The rotation code learns which kubelet certificates were installed in a batch
+    /// through the config it is given (for every rescan and task).
+    fn sync_batches(&mut self) {
+        let serials: Vec<String> = self.certs.iter().filter_map(|c| c.batch.clone()).collect();
+        if let Some(k) = self.config.kubelet.as_mut() {
+            k.first_renewal = serials;
+        }
+    }
+
+    /// Whether a certificate's renewals go through the API server (the kubelet's).
+    fn reaches_api(&self, name: &str) -> bool {
+        rotation::kubelet_kinds(&self.config)
+            .iter()
+            .any(|k| k.name() == name)
     }
 
     fn cert_mut(&mut self, name: &str) -> Option<&mut Cert> {
@@ -269,12 +291,19 @@ impl Agent {
     /// Feed one life-cycle event to a certificate: the pure transition, then its journal
     /// lines. Returns whether the transition asks for a renewal.
     fn feed(&mut self, name: &str, event: Event) -> bool {
-        let settings = self.config.renewal.backoff();
+        let mut settings = self.config.renewal.backoff();
         let now = OffsetDateTime::now_utc();
         let u = crate::kube::retry::random_unit();
+        let window = self.config.renewal.fleet_window();
+        let reaches_api = self.reaches_api(name);
         let Some(c) = self.cert_mut(name) else {
             return false;
         };
+        // A fleet that failed against the API server together does not retry together.
+        if reaches_api {
+            settings.transient_cap =
+                spread::retry_cap(window, settings.transient_cap, now, c.not_after);
+        }
         let (life, effects) = lifecycle::transition(name, &c.life, &event, now, u, &settings);
         c.life = life;
         c.retry_at = match &c.life.phase {

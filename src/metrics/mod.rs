@@ -345,6 +345,7 @@ mod tests {
             &fresh(),
             &outcome(Action::Blocked {
                 entry: "e/0".into(),
+                until: None,
             }),
             t0,
         );

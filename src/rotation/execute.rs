@@ -2,7 +2,7 @@
 
 use time::OffsetDateTime;
 
-use super::plan::{leaf_spec, rfc3339, Current, Reason};
+use super::plan::{heal_future_not_before, leaf_spec, rfc3339, Current, Reason};
 use super::revoked::{blocked_by, floor_for, future_identity, reason_to_rotate};
 use super::scan::{current_kubeconfig_cert, current_pair, latest_in_history, read};
 use super::{outcome, Action, Failure, Outcome, Request, CA_WARN_WITHIN};
@@ -119,8 +119,9 @@ pub fn rotate_certificate(
         &current,
         Action::Failed(Failure::permanent("")),
     );
-    let reason = match reason_to_rotate(&current, revs, policy, req, ca_not_before(root, &spec.ca))
-    {
+    let ca_nb = ca_not_before(root, &spec.ca);
+    let heal = |d| heal_future_not_before(d, ca_nb, req.now);
+    let reason = match reason_to_rotate(&current, revs, policy, req, heal) {
         Ok(r) => r,
         Err(action) => return Outcome { action, ..out },
     };
@@ -221,8 +222,9 @@ pub fn rotate_kubeconfig(
         &current,
         Action::Failed(Failure::permanent("")),
     );
-    let reason = match reason_to_rotate(&current, revs, policy, req, ca_not_before(root, &spec.ca))
-    {
+    let ca_nb = ca_not_before(root, &spec.ca);
+    let heal = |d| heal_future_not_before(d, ca_nb, req.now);
+    let reason = match reason_to_rotate(&current, revs, policy, req, heal) {
         Ok(r) => r,
         Err(action) => return Outcome { action, ..out },
     };

@@ -61,6 +61,10 @@ pub enum Action {
     /// the agent does not loop; the operator must fix the entry.
     Blocked {
         entry: String,
+        /// When the replacement can clear the entry by itself (a kubelet certificate under
+        /// an "as of now" cutoff, waiting out the signer's backdating): the daemon tries
+        /// again then. None: blocked until the entry changes.
+        until: Option<OffsetDateTime>,
     },
     /// Missing, and it does not belong on this node (not a control-plane node): not
     /// created, and not an error.
@@ -91,7 +95,7 @@ impl Outcome {
                 rfc3339(*not_before),
                 self.name
             ),
-            Action::Blocked { entry } => format!("BLOCKED: {entry}"),
+            Action::Blocked { entry, .. } => format!("BLOCKED: {entry}"),
             Action::NotHere(why) => format!("absent, {why}"),
             Action::Failed(e) => format!("FAILED: {e}"),
         };
