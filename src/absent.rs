@@ -50,8 +50,8 @@ pub fn find(root: &NodeRoot, config: &Config) -> Vec<Absent> {
                 path: k.path.clone(),
                 belongs: control_plane(&k.ca.key).map(|why| {
                     format!(
-                        "{why}; the agent renews kubeconfigs but does not create them \
-                         (kubeadm init phase kubeconfig)"
+                        "{why}; `kube-cert-agent rotate` creates it (as kubeadm init phase \
+                         kubeconfig does)"
                     )
                 }),
             });
