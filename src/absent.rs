@@ -58,6 +58,11 @@ pub fn find(root: &NodeRoot, config: &Config) -> Vec<Absent> {
         }
     }
     if let Some(spec) = &config.kubelet {
+        // A node whose kubelet is not set up yet (the package installed before `kubeadm
+        // join`) has nothing to bootstrap with: listed, not an error.
+        let kubelet_here = [&spec.bootstrap_kubeconfig, &spec.kubeconfig]
+            .into_iter()
+            .find(|p| exists(p));
         for kind in crate::rotation::kubelet_kinds(config) {
             let path = spec
                 .cert_dir
@@ -66,12 +71,20 @@ pub fn find(root: &NodeRoot, config: &Config) -> Vec<Absent> {
                 out.push(Absent {
                     name: kind.name().to_string(),
                     path,
-                    belongs: Ok(format!(
-                        "every node with a kubelet section needs it; `kube-cert-agent rotate {}` \
-                         obtains it with the token of {}",
-                        kind.name(),
-                        spec.bootstrap_kubeconfig.display()
-                    )),
+                    belongs: match kubelet_here {
+                        Some(evidence) => Ok(format!(
+                            "the kubelet is set up here ({} exists); `kube-cert-agent rotate \
+                             {}` obtains it with the token of {}",
+                            evidence.display(),
+                            kind.name(),
+                            spec.bootstrap_kubeconfig.display()
+                        )),
+                        None => Err(format!(
+                            "no kubelet set up on this node yet (neither {} nor {})",
+                            spec.bootstrap_kubeconfig.display(),
+                            spec.kubeconfig.display()
+                        )),
+                    },
                 });
             }
         }

@@ -62,7 +62,12 @@ impl Agent {
         let mut watched: Vec<PathBuf> = vec![];
         self.add_watches(&mut watcher, &mut watched);
         // Before the first reconcile, which may wait on a CSR: that wait is worth seeing.
-        crate::metrics::serve::start(&self.metrics, &self.root, &self.config).await;
+        self.endpoints = crate::metrics::endpoints::Endpoints::start(
+            &self.metrics,
+            &self.root,
+            &self.config.metrics,
+        )
+        .await;
         self.events =
             crate::events::Recorder::start(&self.root, &self.config, self.metrics.clone());
 

@@ -95,6 +95,8 @@ struct Agent {
     resync_at: OffsetDateTime,
     watchdog: Option<Duration>,
     metrics: crate::metrics::Hub,
+    /// The metrics endpoint and textfile, moved when a reloaded config moves them.
+    endpoints: crate::metrics::endpoints::Endpoints,
     events: crate::events::Recorder,
     /// The last state.json written (for the pending-CSR rewrite).
     saved: SavedState,
@@ -230,6 +232,7 @@ impl Agent {
             resync_at: OffsetDateTime::now_utc() + schedule::RESYNC,
             watchdog: sd::watchdog_interval(),
             metrics: metrics.clone(),
+            endpoints: Default::default(),
             events: crate::events::Recorder::off(metrics),
             saved: SavedState::default(),
             ca_attempts: Default::default(),

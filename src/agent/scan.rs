@@ -97,11 +97,12 @@ impl Agent {
                 Ok(c) => match actions::validate_config(&c) {
                     Ok(()) => {
                         tracing::info!("{}: changed; reloaded", self.config_file.display());
-                        if c.metrics != self.config.metrics {
-                            tracing::warn!("metrics: a changed listen or textfile takes effect when the agent restarts");
-                        }
                         self.config = c;
                         self.sync_names();
+                        // After sync_names: the endpoint renders the new config's inventory.
+                        self.endpoints
+                            .apply(&self.metrics, &self.root, &self.config.metrics)
+                            .await;
                         // A config change is an operator's action: worth another try.
                         for n in rotation::managed_names(&self.config) {
                             self.feed(&n, Event::InputsChanged);
