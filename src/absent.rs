@@ -98,26 +98,11 @@ pub fn missing_rows(absent: &[Absent]) -> Vec<Row> {
         .iter()
         .filter_map(|a| {
             let why = a.belongs.as_ref().ok()?;
-            Some(Row {
-                path: a.path.display().to_string(),
-                location: None,
-                subject: None,
-                issuer: None,
-                serial: None,
-                not_before: None,
-                not_after: None,
-                residual_seconds: None,
-                is_ca: None,
-                key_type: None,
-                dns_names: vec![],
-                ip_addresses: vec![],
-                ext_key_usages: vec![],
-                key_path: None,
-                key_matches: None,
-                chains_to: None,
-                status: Status::Invalid,
-                error: Some(format!("missing: {} is configured: {why}", a.name)),
-            })
+            Some(Row::bare(
+                a.path.display().to_string(),
+                Status::Invalid,
+                Some(format!("missing: {} is configured: {why}", a.name)),
+            ))
         })
         .collect()
 }
