@@ -68,8 +68,8 @@ impl Agent {
         let (root, saved) = (self.root.clone(), self.saved.clone());
         std::sync::Arc::new(move |n: CsrNotice| {
             match &n {
-                CsrNotice::Created { csr, signer } => {
-                    metrics.csr_pending(signer, csr, OffsetDateTime::now_utc());
+                CsrNotice::Created { csr, signer, since } => {
+                    metrics.csr_pending(signer, csr, *since);
                     super::save_pending_csrs(&root, &saved, &metrics);
                 }
                 CsrNotice::Ended { signer } => {
@@ -118,6 +118,18 @@ impl Agent {
             .collect();
         let (remote, local): (Vec<String>, Vec<String>) =
             attempt.into_iter().partition(|n| kubelet.contains(n));
+        // A CSR task only when it is time (or forced), not for every cycle: its phase says
+        // so, or the wake-up the last scan planned for it has come (a blocked one whose
+        // revocation cutoff passes at a known instant).
+        let remote: Vec<String> = remote
+            .into_iter()
+            .filter(|n| {
+                forced
+                    || self.certs.iter().any(|c| {
+                        &c.name == n && (c.life.is_time(now) || c.next.is_some_and(|t| t <= now))
+                    })
+            })
+            .collect();
         if !remote.is_empty() {
             self.spawn_kubelet(remote, forced, why);
         }
@@ -140,6 +152,7 @@ impl Agent {
         let mut batches_changed = false;
         for o in outcomes {
             log_outcome(o, why);
+            self.answered.insert(o.name.clone(), (o.line(), o.failed()));
             let reaches_api = self.reaches_api(&o.name);
             let Some(c) = self.cert_mut(&o.name) else {
                 continue;

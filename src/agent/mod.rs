@@ -80,6 +80,11 @@ type ControlMsg = (control::Request, oneshot::Sender<control::Reply>);
 enum TaskMsg {
     /// One certificate's outcome, and what triggered the run.
     Outcome(Box<Outcome>, String),
+    /// A kubelet certificate's CSR exists (created, or resumed after a restart) and waits
+    /// for approval and issuance.
+    CsrPending { name: String, csr: String },
+    /// That CSR is not approved automatically: someone must (a serving CSR).
+    CsrNeedsApproval { name: String },
 }
 
 struct Agent {
@@ -102,6 +107,11 @@ struct Agent {
     saved: SavedState,
     /// Attempts at phases of CARotation objects that did not complete (their backoff).
     ca_attempts: crate::ca_rotation::cluster::Attempts,
+    /// `rotate` requests waiting for kubelet renewals (`socket`).
+    parked: Vec<socket::Parked>,
+    /// Per certificate, the last outcome's line and whether it failed, or that its CSR
+    /// needs a person (for `parked`).
+    answered: HashMap<String, (String, bool)>,
     /// Reports of tasks (kubelet CSRs) to the main loop.
     tasks: (
         mpsc::UnboundedSender<TaskMsg>,
@@ -236,6 +246,8 @@ impl Agent {
             events: crate::events::Recorder::off(metrics),
             saved: SavedState::default(),
             ca_attempts: Default::default(),
+            parked: vec![],
+            answered: HashMap::new(),
             tasks: {
                 let (tx, rx) = mpsc::unbounded_channel();
                 (tx, Some(rx))
@@ -387,6 +399,17 @@ impl Agent {
                     retry_at: c.retry_at.map(rfc3339),
                     deadline: fact(&c.name).and_then(|f| f.deadline).map(rfc3339),
                     last_success: fact(&c.name).and_then(|f| f.last_success).map(rfc3339),
+                    phase: c.life.phase.name().to_string(),
+                    csr: match &c.life.phase {
+                        Phase::AwaitingApproval { csr, .. } => Some(csr.clone()),
+                        _ => None,
+                    },
+                    csr_since: match &c.life.phase {
+                        Phase::AwaitingApproval { csr, since } => {
+                            Some(rfc3339(self.csr_since(csr, *since)))
+                        }
+                        _ => None,
+                    },
                 })
                 .collect(),
             pending_csrs: pending_csrs(&self.metrics),
