@@ -73,6 +73,7 @@ pub struct Renewal {
     /// The window over which a fleet-wide wave of kubelet renewals (certificates expired
     /// after the node was off, re-issued after a CA rotation) is spread: each node starts
     /// after a random delay within it. Size it about 1 h per 1,000 nodes; 0s: at once.
+    /// Also the cap of kubelet renewals' backoff after API errors (`spread::retry_cap`).
     #[serde(default = "default_fleet_spread")]
     pub fleet_spread: HumanDuration,
 }
