@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer};
 
+pub mod ca_rotation;
 pub mod validate;
 use validate::require_absolute;
 
@@ -41,6 +42,9 @@ pub struct Config {
     pub cas: Vec<CaSpec>,
     #[serde(default)]
     pub revocation: RevocationSpec,
+    /// Follow CARotation objects in the cluster (the daemon).
+    #[serde(default)]
+    pub ca_rotation: ca_rotation::CaRotationSpec,
     #[serde(default)]
     pub metrics: MetricsSpec,
     /// kubeadm's inputs to the SANs of certificates created under a `profile`.
