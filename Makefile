@@ -70,6 +70,7 @@ bench:
 	$(CARGO) bench --bench daemon_idle
 	$(CARGO) bench --bench fleet
 	$(CARGO) bench --bench approver
+	$(CARGO) bench --bench metrics_scrape
 
 clean:
 	$(CARGO) clean
@@ -87,7 +88,8 @@ completions:
 install: build man completions
 	$(INSTALL) -d -m 0755 $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) \
 		$(DESTDIR)$(SYSCONFDIR)/kube-cert-agent/revocations.d \
-		$(DESTDIR)$(DATADIR)/kube-cert-agent/crds $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(DOCDIR) \
+		$(DESTDIR)$(DATADIR)/kube-cert-agent/crds $(DESTDIR)$(DATADIR)/kube-cert-agent/monitoring \
+		$(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(DOCDIR) \
 		$(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) $(DESTDIR)$(FISHCOMPDIR)
 	$(INSTALL_PROGRAM) $(TARGET_DIR)/release/kube-cert-agent $(DESTDIR)$(BINDIR)/kube-cert-agent
 	sed 's|/usr/bin/kube-cert-agent|$(BINDIR)/kube-cert-agent|' systemd/kube-cert-agent.service \
@@ -99,6 +101,10 @@ install: build man completions
 	$(INSTALL) -m 0644 etc/crds/renewrevocations.certificates.microsoft.com.yaml \
 		etc/crds/carotations.kube-cert-agent.io.yaml \
 		$(DESTDIR)$(DATADIR)/kube-cert-agent/crds/
+	# Alerts and dashboard for the metrics (README: Metrics, events and alerts).
+	$(INSTALL) -m 0644 deploy/monitoring/kube-cert-agent.rules.yaml \
+		deploy/monitoring/prometheusrule.yaml deploy/monitoring/grafana-dashboard.json \
+		$(DESTDIR)$(DATADIR)/kube-cert-agent/monitoring/
 	$(INSTALL) -m 0644 $(GEN)/man/kube-cert-agent.8.gz $(DESTDIR)$(MANDIR)/man8/
 	$(INSTALL) -m 0644 packaging/copyright $(DESTDIR)$(DOCDIR)/copyright
 	$(INSTALL) -m 0644 $(GEN)/completions/kube-cert-agent.bash $(DESTDIR)$(BASHCOMPDIR)/kube-cert-agent

@@ -50,14 +50,19 @@ pub fn find(root: &NodeRoot, config: &Config) -> Vec<Absent> {
                 path: k.path.clone(),
                 belongs: control_plane(&k.ca.key).map(|why| {
                     format!(
-                        "{why}; the agent renews kubeconfigs but does not create them \
-                         (kubeadm init phase kubeconfig)"
+                        "{why}; `kube-cert-agent rotate` creates it (as kubeadm init phase \
+                         kubeconfig does)"
                     )
                 }),
             });
         }
     }
     if let Some(spec) = &config.kubelet {
+        // A node whose kubelet is not set up yet (the package installed before `kubeadm
+        // join`) has nothing to bootstrap with: listed, not an error.
+        let kubelet_here = [&spec.bootstrap_kubeconfig, &spec.kubeconfig]
+            .into_iter()
+            .find(|p| exists(p));
         for kind in crate::rotation::kubelet_kinds(config) {
             let path = spec
                 .cert_dir
@@ -66,12 +71,20 @@ pub fn find(root: &NodeRoot, config: &Config) -> Vec<Absent> {
                 out.push(Absent {
                     name: kind.name().to_string(),
                     path,
-                    belongs: Ok(format!(
-                        "every node with a kubelet section needs it; `kube-cert-agent rotate {}` \
-                         obtains it with the token of {}",
-                        kind.name(),
-                        spec.bootstrap_kubeconfig.display()
-                    )),
+                    belongs: match kubelet_here {
+                        Some(evidence) => Ok(format!(
+                            "the kubelet is set up here ({} exists); `kube-cert-agent rotate \
+                             {}` obtains it with the token of {}",
+                            evidence.display(),
+                            kind.name(),
+                            spec.bootstrap_kubeconfig.display()
+                        )),
+                        None => Err(format!(
+                            "no kubelet set up on this node yet (neither {} nor {})",
+                            spec.bootstrap_kubeconfig.display(),
+                            spec.kubeconfig.display()
+                        )),
+                    },
                 });
             }
         }
@@ -85,26 +98,11 @@ pub fn missing_rows(absent: &[Absent]) -> Vec<Row> {
         .iter()
         .filter_map(|a| {
             let why = a.belongs.as_ref().ok()?;
-            Some(Row {
-                path: a.path.display().to_string(),
-                location: None,
-                subject: None,
-                issuer: None,
-                serial: None,
-                not_before: None,
-                not_after: None,
-                residual_seconds: None,
-                is_ca: None,
-                key_type: None,
-                dns_names: vec![],
-                ip_addresses: vec![],
-                ext_key_usages: vec![],
-                key_path: None,
-                key_matches: None,
-                chains_to: None,
-                status: Status::Invalid,
-                error: Some(format!("missing: {} is configured: {why}", a.name)),
-            })
+            Some(Row::bare(
+                a.path.display().to_string(),
+                Status::Invalid,
+                Some(format!("missing: {} is configured: {why}", a.name)),
+            ))
         })
         .collect()
 }

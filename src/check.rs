@@ -35,6 +35,32 @@ pub struct Row {
     pub error: Option<String>,
 }
 
+impl Row {
+    /// A row with nothing read from a file: only where, what state, and why.
+    pub fn bare(path: String, status: Status, error: Option<String>) -> Row {
+        Row {
+            path,
+            location: None,
+            subject: None,
+            issuer: None,
+            serial: None,
+            not_before: None,
+            not_after: None,
+            residual_seconds: None,
+            is_ca: None,
+            key_type: None,
+            dns_names: vec![],
+            ip_addresses: vec![],
+            ext_key_usages: vec![],
+            key_path: None,
+            key_matches: None,
+            chains_to: None,
+            status,
+            error,
+        }
+    }
+}
+
 pub fn rows(entries: &[Entry], now: OffsetDateTime, policy: WarnPolicy) -> Vec<Row> {
     entries.iter().map(|e| row(e, now, policy)).collect()
 }
@@ -260,26 +286,7 @@ mod tests {
 
     #[test]
     fn exit_code_is_the_worst_status() {
-        let mk = |status| Row {
-            path: "p".into(),
-            location: None,
-            subject: None,
-            issuer: None,
-            serial: None,
-            not_before: None,
-            not_after: None,
-            residual_seconds: None,
-            is_ca: None,
-            key_type: None,
-            dns_names: vec![],
-            ip_addresses: vec![],
-            ext_key_usages: vec![],
-            key_path: None,
-            key_matches: None,
-            chains_to: None,
-            status,
-            error: None,
-        };
+        let mk = |status| Row::bare("p".into(), status, None);
         assert_eq!(exit_code(&[]), ExitCode::Ok);
         assert_eq!(
             exit_code(&[mk(Status::Ok), mk(Status::Warning)]),

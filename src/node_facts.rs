@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::config::Config;
-use crate::kubeadm::{Facts, KubeadmSpec, DEFAULT_DNS_DOMAIN, DEFAULT_SERVICE_SUBNET};
+use crate::kubeadm::{
+    Facts, KubeadmSpec, DEFAULT_BIND_PORT, DEFAULT_CLUSTER_NAME, DEFAULT_DNS_DOMAIN,
+    DEFAULT_SERVICE_SUBNET,
+};
 use crate::paths::{NodeRoot, ReadError};
 
 /// kubeadm writes this manifest on every control-plane node.
@@ -34,6 +37,12 @@ pub fn facts(root: &NodeRoot, config: &Config) -> Result<Facts, String> {
             .collect()
     };
     let first = |kind: &str, pointer: &str| strings(kind, pointer).into_iter().next();
+    let port = |kind: &str, pointer: &str| {
+        file.iter()
+            .filter(|d| d["kind"] == kind)
+            .find_map(|d| d.pointer(pointer)?.as_u64())
+            .and_then(|p| u16::try_from(p).ok())
+    };
     let mut node_addresses = spec.node_addresses.clone();
     if node_addresses.is_empty() {
         node_addresses = strings("InitConfiguration", "/localAPIEndpoint/advertiseAddress")
@@ -66,6 +75,17 @@ pub fn facts(root: &NodeRoot, config: &Config) -> Result<Facts, String> {
         apiserver_sans: strings(cc, "/apiServer/certSANs"),
         etcd_server_sans: strings(cc, "/etcd/local/serverCertSANs"),
         etcd_peer_sans: strings(cc, "/etcd/local/peerCertSANs"),
+        bind_port: port("InitConfiguration", "/localAPIEndpoint/bindPort")
+            .or_else(|| {
+                port(
+                    "JoinConfiguration",
+                    "/controlPlane/localAPIEndpoint/bindPort",
+                )
+            })
+            .unwrap_or(DEFAULT_BIND_PORT),
+        cluster_name: first(cc, "/clusterName")
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| DEFAULT_CLUSTER_NAME.into()),
     })
 }
 
@@ -158,8 +178,8 @@ mod tests {
         std::fs::create_dir_all(d.path().join("etc/kubernetes")).unwrap();
         std::fs::write(
             d.path().join("etc/kubernetes/kubeadm-config.yaml"),
-            "apiVersion: kubeadm.k8s.io/v1beta4\nkind: InitConfiguration\nlocalAPIEndpoint: {advertiseAddress: 192.168.5.5, bindPort: 6443}\n---\n\
-             apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\ncontrolPlaneEndpoint: api.example:6443\n\
+            "apiVersion: kubeadm.k8s.io/v1beta4\nkind: InitConfiguration\nlocalAPIEndpoint: {advertiseAddress: 192.168.5.5, bindPort: 6444}\n---\n\
+             apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\nclusterName: prod\ncontrolPlaneEndpoint: api.example:6443\n\
              networking: {dnsDomain: corp.example, serviceSubnet: 10.200.0.0/16}\napiServer: {certSANs: [lb.example]}\n",
         )
         .unwrap();
@@ -172,6 +192,7 @@ mod tests {
             Some("api.example:6443")
         );
         assert_eq!(f.apiserver_sans, ["lb.example"]);
+        assert_eq!((f.bind_port, f.cluster_name.as_str()), (6444, "prod"));
         // The config's keys win.
         let f = facts(&root, &config("kubeadm: {dnsDomain: other.example}\n")).unwrap();
         assert_eq!(f.dns_domain, "other.example");

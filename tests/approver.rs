@@ -54,14 +54,18 @@ impl Approver {
             .args(["approver", "--kubeconfig"])
             .arg(dir.join("approver.conf"))
             .args(["--namespace", "kube-system", "--identity", identity])
-            .args([
-                "--lease-duration",
-                "3s",
-                "--renew-deadline",
-                "2s",
-                "--retry-period",
-                "200ms",
-            ])
+            .args(if extra.contains(&"--lease-duration") {
+                &[][..]
+            } else {
+                &[
+                    "--lease-duration",
+                    "3s",
+                    "--renew-deadline",
+                    "2s",
+                    "--retry-period",
+                    "200ms",
+                ][..]
+            })
             .args(extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -71,6 +75,12 @@ impl Approver {
     }
     fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+    /// SIGTERM, as systemd or the kubelet stops it; the exit status.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+        self.child.wait().unwrap()
     }
     fn kill(&mut self) {
         let _ = self.child.kill();
@@ -659,5 +669,52 @@ fn only_the_lease_holder_acts_and_the_other_takes_over_when_it_dies() {
         "{}",
         second.log_text()
     );
+    second.kill();
+}
+
+#[test]
+fn a_holder_stopped_with_sigterm_releases_the_lease_for_the_other_replica() {
+    let (api, dir) = start_api(Options::default());
+    let d = dir.path();
+    // An hour-long lease: only the release can explain a take-over during this test.
+    let long = [
+        "--lease-duration",
+        "1h",
+        "--renew-deadline",
+        "2s",
+        "--retry-period",
+        "200ms",
+    ];
+    let holder = || {
+        api.lease("kube-system", "kube-cert-agent-approver")
+            .and_then(|l| l.spec)
+            .and_then(|s| s.holder_identity)
+    };
+    let mut first = Approver::start(d, "replica-1", &long);
+    assert!(wait_until(LONG, || holder().as_deref() == Some("replica-1")).is_some());
+    let mut second = Approver::start(d, "replica-2", &long);
+    assert!(
+        wait_until(LONG, || second.log_text().contains("starting")).is_some(),
+        "{}",
+        second.log_text()
+    );
+    let status = first.terminate();
+    assert!(status.success(), "{status:?}: {}", first.log_text());
+    let log = first.log_text();
+    let stopping = log.find("approver stopping").expect("logged stopping");
+    let released = log.find("released the lease").expect("logged the release");
+    assert!(stopping < released, "{log}");
+    assert!(
+        wait_until(LONG, || holder().as_deref() == Some("replica-2")).is_some(),
+        "{}",
+        second.log_text()
+    );
+    let spec = api
+        .lease("kube-system", "kube-cert-agent-approver")
+        .unwrap()
+        .spec
+        .unwrap();
+    assert_eq!(spec.lease_transitions, Some(1));
+    assert_eq!(spec.lease_duration_seconds, Some(3600));
     second.kill();
 }

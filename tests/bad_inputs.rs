@@ -291,7 +291,11 @@ fn file_cases() -> Vec<Case> {
             write(r, PKI, b"not a directory");
         }).changes(&["/etc/kubernetes/pki/ca.crt", "/etc/kubernetes/pki/ca.key", CRT, KEY, "/etc/kubernetes/pki/front-proxy-client.crt", FP_KEY]),
         case("rotate: kubeconfig empty", &["rotate", "admin.conf"], 4, ADMIN, &["admin.conf"], |r| write(r, ADMIN, b"")).changes(&[ADMIN]),
-        case("rotate: kubeconfig missing", &["rotate", "admin.conf"], 4, ADMIN, &["does not create one"], |r| std::fs::remove_file(host(r, ADMIN)).unwrap()).changes(&[ADMIN]),
+        // Not an error on a control-plane node: created as kubeadm makes it.
+        case("rotate: kubeconfig missing", &["rotate", "admin.conf"], 0, "/etc/kubernetes/pki/ca.key", &["admin.conf: rotated", "created: a control-plane node"], |r| {
+            std::fs::remove_file(host(r, ADMIN)).unwrap();
+            write(r, "/etc/kubernetes/kubeadm-config.yaml", b"apiVersion: kubeadm.k8s.io/v1beta4\nkind: InitConfiguration\nlocalAPIEndpoint: {advertiseAddress: 10.0.0.9}\n");
+        }).changes(&[ADMIN]),
         case("rotate: kubeconfig two users", &["rotate", "admin.conf"], 4, ADMIN, &["several users"], |r| write(r, ADMIN, b"apiVersion: v1\nkind: Config\nusers:\n- name: a\n  user: {}\n- name: b\n  user: {}\n")).changes(&[ADMIN]),
         case("rotate: kubeconfig context to nowhere", &["rotate", "admin.conf"], 4, ADMIN, &["names no user"], |r| write(r, ADMIN, b"apiVersion: v1\nkind: Config\ncurrent-context: x\ncontexts: []\nusers: []\n")).changes(&[ADMIN]),
         case("rotate: kubeconfig is a directory", &["rotate", "admin.conf"], 4, ADMIN, &["not a regular file: a directory"], |r| replace_with_dir(r, ADMIN)).changes(&[ADMIN]),

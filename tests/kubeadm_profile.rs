@@ -232,3 +232,28 @@ fn on_a_worker_the_unedited_config_creates_nothing_and_reports_no_error() {
     let (code, _) = agent(&node, &["check"]);
     assert_eq!(code, 2);
 }
+
+#[test]
+fn before_kubeadm_join_the_kubelet_certificates_are_listed_not_errors() {
+    // The package installed on a machine that is not a node yet: no kubelet set up.
+    let node = NodeTree::new();
+    let (code, text) = agent(&node, &["check"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("NOT ON THIS NODE (13 configured, absent, not created here; not an error)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("kubelet-client (/var/lib/kubelet/pki/kubelet-client-current.pem): no kubelet set up on this node yet (neither /var/lib/kubelet/bootstrap-kubeconfig nor /etc/kubernetes/kubelet.conf)"),
+        "{text}"
+    );
+    // `kubeadm join` writes the bootstrap kubeconfig: from then on a missing kubelet
+    // certificate is an error that names what obtains it.
+    std::fs::write(node.path("/var/lib/kubelet/bootstrap-kubeconfig"), "").unwrap();
+    let (code, text) = agent(&node, &["check"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("missing: kubelet-client is configured: the kubelet is set up here (/var/lib/kubelet/bootstrap-kubeconfig exists)"),
+        "{text}"
+    );
+}

@@ -7,10 +7,8 @@
 
 mod store_common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use kube_cert_agent::store::{Managed, PkiStore, Store};
 use store_common::*;
@@ -77,16 +75,6 @@ fn say(line: &str) {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{line}").unwrap();
     out.flush().unwrap();
-}
-
-struct Xorshift(u64);
-impl Xorshift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
 }
 
 /// Every versioned file or directory on disk is whole: problems found.
@@ -173,45 +161,12 @@ fn sigkill_at_random_moments_never_leaves_a_torn_pair() {
         if kills % 50 == 0 {
             println!("{kills} kills, {:.1} s", started.elapsed().as_secs_f64());
         }
-        let mut child = child_command(&[], "crash_child")
-            .env("KCA_CRASH_DIR", &root)
+        let mut cmd = child_command(&[], "crash_child");
+        cmd.env("KCA_CRASH_DIR", &root)
             .env("KCA_CRASH_SEQ", next_seq.to_string())
-            .env("KCA_CRASH_FIXTURES", &fixture_dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        // A reader thread, so that a child that never says "ready" fails the test
-        // instead of hanging it.
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel::<String>();
-        let reader = std::thread::spawn(move || {
-            for l in BufReader::new(stdout).lines() {
-                let Ok(l) = l else { break };
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        // libtest prints "test crash_child ... " without a newline before the test runs.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(l) if l.ends_with("ready") => break,
-                Ok(_) => {}
-                Err(e) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("the child did not get ready: {e}");
-                }
-            }
-        }
-        std::thread::sleep(Duration::from_micros(rng.next() % 30_000));
-        child.kill().unwrap();
-        child.wait().unwrap();
+            .env("KCA_CRASH_FIXTURES", &fixture_dir);
+        let rest = run_and_kill(cmd, &mut rng, 30_000);
         kills += 1;
-        reader.join().unwrap();
-        let rest: Vec<String> = rx.try_iter().collect();
         let mut last_line = "";
         for l in &rest {
             let mut w = l.split_whitespace();

@@ -9,10 +9,8 @@
 mod store_common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use kube_cert_agent::kube::kubeconfig::{decode_data, replace_client_credentials, Kubeconfig};
 use kube_cert_agent::store::{FileSpec, Managed, PkiStore, Store};
@@ -122,16 +120,6 @@ fn crash_paths_child() {
     }
 }
 
-struct Xorshift(u64);
-impl Xorshift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 /// What the child last said about each name: the step and its sequence number.
 type Steps = HashMap<u64, (String, u64)>;
 /// The sequence numbers the last child started, per name (what may have landed since).
@@ -166,45 +154,16 @@ fn kill_loop(
     let mut next_seq = 0u64;
     let want = kills_wanted();
     while tally.kills < want {
-        let mut child = child_command(&[], "crash_paths_child")
-            .env("KCA_CRASH_DIR", root)
+        let mut cmd = child_command(&[], "crash_paths_child");
+        cmd.env("KCA_CRASH_DIR", root)
             .env("KCA_CRASH_SEQ", next_seq.to_string())
             .env("KCA_CRASH_FIXTURES", fixture_dir)
-            .env("KCA_CRASH_MODE", mode)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel::<String>();
-        let reader = std::thread::spawn(move || {
-            for l in BufReader::new(stdout).lines() {
-                let Ok(l) = l else { break };
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(l) if l.ends_with("ready") => break,
-                Ok(_) => {}
-                Err(e) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("the child did not get ready: {e}");
-                }
-            }
-        }
-        std::thread::sleep(Duration::from_micros(rng.next() % 20_000));
-        child.kill().unwrap();
-        child.wait().unwrap();
+            .env("KCA_CRASH_MODE", mode);
+        let lines = run_and_kill(cmd, &mut rng, 20_000);
         tally.kills += 1;
-        reader.join().unwrap();
         let mut last = String::new();
         let mut started = Started::new();
-        for l in rx.try_iter() {
+        for l in lines {
             let w: Vec<&str> = l.split_whitespace().collect();
             let [what, n, seq] = w[..] else { continue };
             let (Ok(n), Ok(seq)) = (n.parse::<u64>(), seq.parse::<u64>()) else {

@@ -22,9 +22,10 @@ pub const T0: OffsetDateTime = datetime!(2026-12-01 00:00 UTC);
 /// Kubelet signers per node: kube-apiserver-client-kubelet and kubelet-serving.
 pub const SIGNERS: usize = 2;
 /// API requests of one renewal, as the kubelet client makes them (measured against the
-/// stand-in by `benches/bootstrap.rs`): create the CSR, watch it until issued; the serving
-/// certificate first reads its Node for the SANs.
-const REQUESTS: [u64; SIGNERS] = [2, 3];
+/// stand-in by `benches/bootstrap.rs` and checked by the bench's real-network section):
+/// create the CSR, watch it until issued; the serving certificate first reads its Node for
+/// the SANs.
+pub const REQUESTS: [u64; SIGNERS] = [2, 3];
 /// From the CSR's creation to the certificate (an approver and signer that keep up).
 const SIGNING: i64 = 5;
 
@@ -79,6 +80,37 @@ struct Cert {
     outstanding: u32,
     /// The one look the agent has scheduled (older queue entries are stale).
     wake: OffsetDateTime,
+    /// Issued in a batch (`spread::starts_batch`): its first renewal is drawn wide. `next`:
+    /// what the renewal in flight will make of it.
+    batch: bool,
+    batch_next: bool,
+}
+
+impl Cert {
+    /// The renewal deadline, as the daemon plans it (`rotation::plan` then `agent::scan`).
+    fn deadline(&self) -> OffsetDateTime {
+        let policy = if self.batch {
+            spread::first_policy(&POLICY)
+        } else {
+            POLICY
+        };
+        policy.deadline_at(
+            self.not_before,
+            self.not_after,
+            unit_from_serial(&self.serial),
+        )
+    }
+
+    /// The life-cycle's settings for this certificate: kubelet certificates back off over
+    /// the fleet window after API errors (`agent::feed`).
+    fn settings(&self, window: Duration, now: OffsetDateTime) -> Settings {
+        let s = Settings::default();
+        let not_after = (!self.serial.is_empty()).then_some(self.not_after);
+        Settings {
+            transient_cap: spread::retry_cap(window, s.transient_cap, now, not_after),
+            ..s
+        }
+    }
 }
 
 /// splitmix64: deterministic draws, so a run is reproducible.
@@ -103,7 +135,6 @@ const POLICY: RenewalPolicy = RenewalPolicy {
 
 pub fn run(p: &Params, scenario: Scenario) -> Report {
     let mut rng = Rng::new(p.seed);
-    let settings = Settings::default();
     let end = T0 + Duration::days(p.days);
     let mut report = Report {
         per_minute: vec![0; (p.days * 24 * 60) as usize + 1],
@@ -145,6 +176,8 @@ pub fn run(p: &Params, scenario: Scenario) -> Report {
                 revoked: false,
                 outstanding: 0,
                 wake: start,
+                batch: false,
+                batch_next: false,
             });
             queue.push(Reverse((start, i, 0)));
         }
@@ -173,9 +206,10 @@ pub fn run(p: &Params, scenario: Scenario) -> Report {
             c.not_after = now + p.lifetime;
             c.serial = next_serial();
             c.revoked = false;
+            c.batch = c.batch_next;
             report.renewals += 1;
-            let deadline =
-                POLICY.deadline_at(c.not_before, c.not_after, unit_from_serial(&c.serial));
+            let deadline = c.deadline();
+            let settings = c.settings(p.window, now);
             c.life = step(
                 c,
                 Event::Installed {
@@ -197,13 +231,14 @@ pub fn run(p: &Params, scenario: Scenario) -> Report {
             report.expired_seen += 1;
         }
         // The scan: what the daemon's `rescan` observes (`agent::scan`).
+        let settings = c.settings(p.window, now);
         let obs = if c.serial.is_empty() {
+            c.batch_next = spread::starts_batch(spread::Due::Missing, now);
             Observation::Due {
                 reason: "missing".into(),
             }
         } else {
-            let deadline =
-                POLICY.deadline_at(c.not_before, c.not_after, unit_from_serial(&c.serial));
+            let deadline = c.deadline();
             let cause = if now >= c.not_after {
                 Some(spread::Due::Expired)
             } else if c.revoked {
@@ -213,6 +248,7 @@ pub fn run(p: &Params, scenario: Scenario) -> Report {
             } else {
                 None
             };
+            c.batch_next = cause.is_some_and(|cause| spread::starts_batch(cause, now));
             match cause {
                 None => Observation::Valid { deadline },
                 Some(cause) if spread::in_wave(cause, now) => Observation::Overdue {

@@ -13,6 +13,7 @@ use super::schedule::{self, Gate};
 use super::socket::serve_connection;
 use super::{watch_dirs, Agent, ControlMsg, TaskMsg};
 use crate::exit::{ExitCode, Fatal};
+use crate::lifecycle::Event;
 use crate::rotation::{self, plan::rfc3339};
 use crate::service::control;
 use crate::service::notify as sd;
@@ -62,7 +63,12 @@ impl Agent {
         let mut watched: Vec<PathBuf> = vec![];
         self.add_watches(&mut watcher, &mut watched);
         // Before the first reconcile, which may wait on a CSR: that wait is worth seeing.
-        crate::metrics::serve::start(&self.metrics, &self.root, &self.config).await;
+        self.endpoints = crate::metrics::endpoints::Endpoints::start(
+            &self.metrics,
+            &self.root,
+            &self.config.metrics,
+        )
+        .await;
         self.events =
             crate::events::Recorder::start(&self.root, &self.config, self.metrics.clone());
 
@@ -148,16 +154,26 @@ impl Agent {
                     tokio::spawn(serve_connection(stream, tx));
                 }
                 Some(msg) = task_rx.recv() => {
-                    let TaskMsg::Outcome(o, why) = msg;
-                    pinging(&mut wd_tick, self.apply(std::slice::from_ref(&*o), &why)).await;
+                    match msg {
+                        TaskMsg::Outcome(o, why) => {
+                            pinging(&mut wd_tick, self.apply(std::slice::from_ref(&*o), &why)).await;
+                        }
+                        TaskMsg::CsrPending { name, csr } => {
+                            self.feed(&name, Event::CsrPending { csr });
+                            self.save_state();
+                        }
+                        TaskMsg::CsrNeedsApproval { name } => {
+                            self.answered.insert(name, (String::new(), false));
+                        }
+                    }
+                    self.settle_parked();
                     if !ready && !self.client_in_flight() {
                         self.announce_ready();
                         ready = true;
                     }
                 }
                 Some((req, reply)) = ctl_rx.recv() => {
-                    let r = pinging(&mut wd_tick, self.on_control(req)).await;
-                    let _ = reply.send(r);
+                    pinging(&mut wd_tick, self.on_control(req, reply)).await;
                 }
                 _ = tokio::time::sleep(nap) => {
                     let now = OffsetDateTime::now_utc();
@@ -180,6 +196,7 @@ impl Agent {
             }
         }
         sd::stopping();
+        self.answer_parked_on_exit();
         self.save_state();
         control::unbind(&self.root);
         Ok(ExitCode::Ok)

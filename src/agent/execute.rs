@@ -5,7 +5,7 @@ use time::OffsetDateTime;
 
 use super::{actions_of, schedule, Agent, Pending};
 use crate::config::Action;
-use crate::lifecycle::{Event, Observation};
+use crate::lifecycle::{spread, Event, Observation};
 use crate::rotation::{self, plan::rfc3339, Outcome, Request};
 use crate::service::actions;
 use crate::service::notify as sd;
@@ -68,8 +68,8 @@ impl Agent {
         let (root, saved) = (self.root.clone(), self.saved.clone());
         std::sync::Arc::new(move |n: CsrNotice| {
             match &n {
-                CsrNotice::Created { csr, signer } => {
-                    metrics.csr_pending(signer, csr, OffsetDateTime::now_utc());
+                CsrNotice::Created { csr, signer, since } => {
+                    metrics.csr_pending(signer, csr, *since);
                     super::save_pending_csrs(&root, &saved, &metrics);
                 }
                 CsrNotice::Ended { signer } => {
@@ -118,6 +118,18 @@ impl Agent {
             .collect();
         let (remote, local): (Vec<String>, Vec<String>) =
             attempt.into_iter().partition(|n| kubelet.contains(n));
+        // A CSR task only when it is time (or forced), not for every cycle: its phase says
+        // so, or the wake-up the last scan planned for it has come (a blocked one whose
+        // revocation cutoff passes at a known instant).
+        let remote: Vec<String> = remote
+            .into_iter()
+            .filter(|n| {
+                forced
+                    || self.certs.iter().any(|c| {
+                        &c.name == n && (c.life.is_time(now) || c.next.is_some_and(|t| t <= now))
+                    })
+            })
+            .collect();
         if !remote.is_empty() {
             self.spawn_kubelet(remote, forced, why);
         }
@@ -137,18 +149,26 @@ impl Agent {
         let now = OffsetDateTime::now_utc();
         self.metrics.observe(outcomes, false, now);
         self.events.outcomes(outcomes);
+        let mut batches_changed = false;
         for o in outcomes {
             log_outcome(o, why);
+            self.answered.insert(o.name.clone(), (o.line(), o.failed()));
+            let reaches_api = self.reaches_api(&o.name);
             let Some(c) = self.cert_mut(&o.name) else {
                 continue;
             };
             c.path = o.path.clone();
             let events = match &o.action {
-                rotation::Action::Rotated(_) => {
+                rotation::Action::Rotated(reason) => {
                     c.result = "rotated".into();
                     c.error = None;
                     c.last_rotated = Some(now);
                     let (serial, not_after) = o.after.clone().unwrap_or_else(|| ("-".into(), now));
+                    // Issued in a batch: its first renewal is drawn wide (`spread`).
+                    c.batch = (reaches_api
+                        && spread::starts_batch(super::scan::cause(reason), now))
+                    .then(|| serial.clone());
+                    batches_changed = true;
                     vec![
                         Event::Started,
                         Event::Installed {
@@ -176,9 +196,11 @@ impl Agent {
                         not_before: *not_before,
                     })]
                 }
-                // Not retried on a timer: nothing changes until the entry is fixed, and the
-                // revocations.d watch (or the hourly resync) brings the next attempt.
-                rotation::Action::Blocked { entry } => {
+                // Not retried on a timer unless the replacement clears the entry by itself
+                // at a known instant (the rescan below wakes it then); otherwise nothing
+                // changes until the entry is fixed, and the revocations.d watch (or the
+                // hourly resync) brings the next attempt.
+                rotation::Action::Blocked { entry, .. } => {
                     c.result = "blocked".into();
                     c.error = Some(entry.clone());
                     vec![Event::Observed(Observation::Blocked {
@@ -206,6 +228,9 @@ impl Agent {
             for e in events {
                 self.feed(&o.name, e);
             }
+        }
+        if batches_changed {
+            self.sync_batches();
         }
         // Dependents: each action once, after every certificate of the cycle is installed.
         let rotated: Vec<(String, Vec<Action>)> = outcomes

@@ -33,7 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{self, Action, Config};
 use crate::exit::{ExitCode, Fatal};
-use crate::lifecycle::{self, Effect, Event, Level, Life, Phase};
+use crate::lifecycle::{self, spread, Effect, Event, Level, Life, Phase};
 use crate::paths::NodeRoot;
 use crate::rotation::{self, plan::rfc3339, Outcome};
 use crate::service::notify as sd;
@@ -58,6 +58,10 @@ struct Cert {
     /// Where it stands in its life-cycle (the pure state machine of `lifecycle`).
     life: Life,
     retry_at: Option<OffsetDateTime>,
+    /// The serial this agent installed in a batch (`lifecycle::spread::starts_batch`): its
+    /// first renewal is drawn wide. Kept in memory only: after a restart the usual draw
+    /// applies (later, never unsafe).
+    batch: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -75,6 +79,11 @@ type ControlMsg = (control::Request, oneshot::Sender<control::Reply>);
 enum TaskMsg {
     /// One certificate's outcome, and what triggered the run.
     Outcome(Box<Outcome>, String),
+    /// A kubelet certificate's CSR exists (created, or resumed after a restart) and waits
+    /// for approval and issuance.
+    CsrPending { name: String, csr: String },
+    /// That CSR is not approved automatically: someone must (a serving CSR).
+    CsrNeedsApproval { name: String },
 }
 
 struct Agent {
@@ -90,9 +99,16 @@ struct Agent {
     resync_at: OffsetDateTime,
     watchdog: Option<Duration>,
     metrics: crate::metrics::Hub,
+    /// The metrics endpoint and textfile, moved when a reloaded config moves them.
+    endpoints: crate::metrics::endpoints::Endpoints,
     events: crate::events::Recorder,
     /// The last state.json written (for the pending-CSR rewrite).
     saved: SavedState,
+    /// `rotate` requests waiting for kubelet renewals (`socket`).
+    parked: Vec<socket::Parked>,
+    /// Per certificate, the last outcome's line and whether it failed, or that its CSR
+    /// needs a person (for `parked`).
+    answered: HashMap<String, (String, bool)>,
     /// Reports of tasks (kubelet CSRs) to the main loop.
     tasks: (
         mpsc::UnboundedSender<TaskMsg>,
@@ -223,8 +239,11 @@ impl Agent {
             resync_at: OffsetDateTime::now_utc() + schedule::RESYNC,
             watchdog: sd::watchdog_interval(),
             metrics: metrics.clone(),
+            endpoints: Default::default(),
             events: crate::events::Recorder::off(metrics),
             saved: SavedState::default(),
+            parked: vec![],
+            answered: HashMap::new(),
             tasks: {
                 let (tx, rx) = mpsc::unbounded_channel();
                 (tx, Some(rx))
@@ -252,10 +271,28 @@ impl Agent {
                 last_rotated: None,
                 life: Life::default(),
                 retry_at: None,
+                batch: None,
             });
             c.actions = actions_of(&self.config, &n);
             self.certs.push(c);
         }
+        self.sync_batches();
+    }
+
+    /// The rotation code learns which kubelet certificates were installed in a batch
+    /// through the config it is given (for every rescan and task).
+    fn sync_batches(&mut self) {
+        let serials: Vec<String> = self.certs.iter().filter_map(|c| c.batch.clone()).collect();
+        if let Some(k) = self.config.kubelet.as_mut() {
+            k.first_renewal = serials;
+        }
+    }
+
+    /// Whether a certificate's renewals go through the API server (the kubelet's).
+    fn reaches_api(&self, name: &str) -> bool {
+        rotation::kubelet_kinds(&self.config)
+            .iter()
+            .any(|k| k.name() == name)
     }
 
     fn cert_mut(&mut self, name: &str) -> Option<&mut Cert> {
@@ -265,12 +302,19 @@ impl Agent {
     /// Feed one life-cycle event to a certificate: the pure transition, then its journal
     /// lines. Returns whether the transition asks for a renewal.
     fn feed(&mut self, name: &str, event: Event) -> bool {
-        let settings = self.config.renewal.backoff();
+        let mut settings = self.config.renewal.backoff();
         let now = OffsetDateTime::now_utc();
         let u = crate::kube::retry::random_unit();
+        let window = self.config.renewal.fleet_window();
+        let reaches_api = self.reaches_api(name);
         let Some(c) = self.cert_mut(name) else {
             return false;
         };
+        // A fleet that failed against the API server together does not retry together.
+        if reaches_api {
+            settings.transient_cap =
+                spread::retry_cap(window, settings.transient_cap, now, c.not_after);
+        }
         let (life, effects) = lifecycle::transition(name, &c.life, &event, now, u, &settings);
         c.life = life;
         c.retry_at = match &c.life.phase {
@@ -351,6 +395,17 @@ impl Agent {
                     retry_at: c.retry_at.map(rfc3339),
                     deadline: fact(&c.name).and_then(|f| f.deadline).map(rfc3339),
                     last_success: fact(&c.name).and_then(|f| f.last_success).map(rfc3339),
+                    phase: c.life.phase.name().to_string(),
+                    csr: match &c.life.phase {
+                        Phase::AwaitingApproval { csr, .. } => Some(csr.clone()),
+                        _ => None,
+                    },
+                    csr_since: match &c.life.phase {
+                        Phase::AwaitingApproval { csr, since } => {
+                            Some(rfc3339(self.csr_since(csr, *since)))
+                        }
+                        _ => None,
+                    },
                 })
                 .collect(),
             pending_csrs: pending_csrs(&self.metrics),

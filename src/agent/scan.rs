@@ -36,7 +36,7 @@ impl Agent {
                     not_before: *not_before,
                 }),
                 rotation::Action::WouldRotate(r) => Some(self.due(o, r, now)),
-                rotation::Action::Blocked { entry } => Some(Observation::Blocked {
+                rotation::Action::Blocked { entry, .. } => Some(Observation::Blocked {
                     reason: entry.clone(),
                 }),
                 // Absent and not meant for this node: nothing to try until the node changes.
@@ -54,9 +54,15 @@ impl Agent {
                 continue;
             };
             // Due: at once, unless it waits out a backoff (then `retry_at` wakes it) or its
-            // turn in a fleet-wide wave.
+            // turn in a fleet-wide wave. Blocked: when the replacement can clear the entry
+            // by itself, if it can (`rotation::Action::Blocked::until`), else at a change.
+            let blocked_until = match &o.action {
+                rotation::Action::Blocked { until, .. } => *until,
+                _ => None,
+            };
             c.next = match &c.life.phase {
                 Phase::Valid { deadline } => Some(*deadline),
+                Phase::Blocked { .. } => blocked_until,
                 Phase::Waiting { until, .. } => Some(*until),
                 Phase::ClockBehind { not_before } => Some(*not_before),
                 Phase::Due { .. } | Phase::Unknown if c.life.may_start(now) => Some(now),
@@ -73,12 +79,7 @@ impl Agent {
         let reason = r.to_string();
         let local = self.config.certificates.iter().any(|c| c.name == o.name)
             || self.config.kubeconfigs.iter().any(|k| k.name == o.name);
-        let cause = match r {
-            Reason::Expired => spread::Due::Expired,
-            Reason::Revoked(_) => spread::Due::Reissue,
-            Reason::Due(deadline) => spread::Due::Deadline(*deadline),
-            _ => spread::Due::Other,
-        };
+        let cause = cause(r);
         if local || !spread::in_wave(cause, now) {
             return Observation::Due { reason };
         }
@@ -96,11 +97,12 @@ impl Agent {
                 Ok(c) => match actions::validate_config(&c) {
                     Ok(()) => {
                         tracing::info!("{}: changed; reloaded", self.config_file.display());
-                        if c.metrics != self.config.metrics {
-                            tracing::warn!("metrics: a changed listen or textfile takes effect when the agent restarts");
-                        }
                         self.config = c;
                         self.sync_names();
+                        // After sync_names: the endpoint renders the new config's inventory.
+                        self.endpoints
+                            .apply(&self.metrics, &self.root, &self.config.metrics)
+                            .await;
                         // A config change is an operator's action: worth another try.
                         for n in rotation::managed_names(&self.config) {
                             self.feed(&n, Event::InputsChanged);
@@ -164,5 +166,16 @@ impl Agent {
             // Repairs what is missing or broken; a valid replacement is only re-scheduled.
             self.cycle(&changed, false, "external change").await;
         }
+    }
+}
+
+/// Why a certificate is due, as far as the fleet spread is concerned.
+pub(super) fn cause(r: &Reason) -> spread::Due {
+    match r {
+        Reason::Expired => spread::Due::Expired,
+        Reason::Revoked(_) => spread::Due::Reissue,
+        Reason::Due(deadline) => spread::Due::Deadline(*deadline),
+        Reason::Missing => spread::Due::Missing,
+        _ => spread::Due::Other,
     }
 }

@@ -4,62 +4,168 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Agent, ControlMsg};
+use time::OffsetDateTime;
+
+use super::{schedule, Agent, ControlMsg};
 use crate::exit::ExitCode;
+use crate::lifecycle::Phase;
 use crate::rotation::{self, Outcome};
 use crate::service::control;
 
+/// A `rotate` answered once every kubelet renewal it started has an outcome or a CSR
+/// waiting for a person (the loop goes on meanwhile).
+pub(super) struct Parked {
+    lines: Vec<String>,
+    failed: bool,
+    /// Certificates still being requested (`issuing`).
+    waiting: Vec<String>,
+    reply: oneshot::Sender<control::Reply>,
+}
+
 impl Agent {
-    pub(super) async fn on_control(&mut self, req: control::Request) -> control::Reply {
+    pub(super) async fn on_control(
+        &mut self,
+        req: control::Request,
+        reply: oneshot::Sender<control::Reply>,
+    ) {
         let control::Request::Rotate {
             all,
             dry_run,
             names,
         } = req
         else {
-            return control::Reply {
+            let _ = reply.send(control::Reply {
                 lines: vec![format!("pong {}", std::process::id())],
                 code: 0,
-            };
+            });
+            return;
         };
         let known = rotation::managed_names(&self.config);
         if let Some(u) = names.iter().find(|n| !known.contains(n)) {
-            return control::Reply {
+            let _ = reply.send(control::Reply {
                 lines: vec![format!(
                     "error: no certificate named {u:?} in the daemon's config"
                 )],
                 code: ExitCode::Config as i32,
-            };
+            });
+            return;
         }
         let forced = all || !names.is_empty();
-        let mut running = vec![];
-        let outcomes = if dry_run {
-            self.rotate(&names, forced, true).await
-        } else {
-            let names = if all { known } else { names };
-            let outcomes = self.cycle(&names, forced, "rotate command").await;
-            // Renewals through the API server go on in a task: say so rather than wait.
-            for c in self.certs.iter().filter(|c| c.life.phase.in_flight()) {
-                if names.is_empty() || names.contains(&c.name) {
-                    running.push(format!(
-                        "{}: renewal running (CSR to the API server); `kube-cert-agent status` shows the result",
-                        c.name
-                    ));
+        if dry_run {
+            let outcomes = self.rotate(&names, forced, true).await;
+            let _ = reply.send(reply_of(outcomes.iter().map(Outcome::line).collect(), {
+                outcomes.iter().any(Outcome::failed)
+            }));
+            return;
+        }
+        let names = if all { known } else { names };
+        let outcomes = self.cycle(&names, forced, "rotate command").await;
+        let mut parked = Parked {
+            lines: outcomes.iter().map(Outcome::line).collect(),
+            failed: outcomes.iter().any(Outcome::failed),
+            waiting: vec![],
+            reply,
+        };
+        // Renewals through the API server go on in a task: their answer comes when each has
+        // an outcome, or a CSR that waits for someone to approve it. One that already
+        // waited for approval before this command is said at once (no second CSR).
+        for c in self.certs.iter().filter(|c| c.life.phase.in_flight()) {
+            if !names.is_empty() && !names.contains(&c.name) {
+                continue;
+            }
+            match &c.life.phase {
+                Phase::AwaitingApproval { csr, since } => {
+                    parked
+                        .lines
+                        .push(awaiting_line(&c.name, csr, self.csr_since(csr, *since)))
+                }
+                _ => parked.waiting.push(c.name.clone()),
+            }
+        }
+        for n in &parked.waiting {
+            self.answered.remove(n);
+        }
+        self.parked.push(parked);
+        self.settle_parked();
+    }
+
+    /// When the server created `csr` (known from the CSR task's notice), else `seen`.
+    pub(super) fn csr_since(&self, csr: &str, seen: OffsetDateTime) -> OffsetDateTime {
+        self.metrics
+            .pending_csrs()
+            .into_iter()
+            .find(|p| p.name == csr)
+            .map_or(seen, |p| p.since)
+    }
+
+    /// Answer the parked `rotate`s whose certificates have all settled.
+    pub(super) fn settle_parked(&mut self) {
+        let mut still = vec![];
+        for mut p in std::mem::take(&mut self.parked) {
+            let mut waiting = vec![];
+            for n in std::mem::take(&mut p.waiting) {
+                let Some(c) = self.certs.iter().find(|c| c.name == n) else {
+                    continue;
+                };
+                match (&c.life.phase, self.answered.get(&n)) {
+                    // Created, and not approved automatically (a serving CSR): a person must.
+                    (Phase::AwaitingApproval { csr, since }, Some(_)) => {
+                        p.lines
+                            .push(awaiting_line(&n, csr, self.csr_since(csr, *since)));
+                    }
+                    // Created: the signer may still approve it by itself.
+                    (Phase::Issuing { .. } | Phase::AwaitingApproval { .. }, _) => waiting.push(n),
+                    (_, Some((line, failed))) => {
+                        p.lines.push(line.clone());
+                        p.failed |= failed;
+                    }
+                    (phase, None) => p.lines.push(format!("{n}: {}", phase.name())),
                 }
             }
-            outcomes
-        };
-        let mut lines: Vec<String> = outcomes.iter().map(Outcome::line).collect();
-        lines.extend(running);
-        control::Reply {
-            lines,
-            code: if outcomes.iter().any(Outcome::failed) {
-                ExitCode::Failure as i32
+            p.waiting = waiting;
+            if p.waiting.is_empty() {
+                let _ = p.reply.send(reply_of(p.lines, p.failed));
             } else {
-                ExitCode::Ok as i32
-            },
+                still.push(p);
+            }
+        }
+        self.parked = still;
+    }
+
+    /// The daemon stops: whoever waits on a renewal hears so rather than a closed socket.
+    pub(super) fn answer_parked_on_exit(&mut self) {
+        for mut p in std::mem::take(&mut self.parked) {
+            for n in &p.waiting {
+                p.lines.push(format!(
+                    "{n}: the daemon stopped during the renewal; a CSR already created is resumed when it starts again"
+                ));
+            }
+            let _ = p.reply.send(control::Reply {
+                lines: p.lines,
+                code: ExitCode::Failure as i32,
+            });
         }
     }
+}
+
+fn reply_of(lines: Vec<String>, failed: bool) -> control::Reply {
+    control::Reply {
+        lines,
+        code: if failed {
+            ExitCode::Failure as i32
+        } else {
+            ExitCode::Ok as i32
+        },
+    }
+}
+
+/// What `rotate NAME` says of a kubelet certificate whose CSR waits for approval: no
+/// second CSR, and what the operator can do.
+fn awaiting_line(name: &str, csr: &str, since: OffsetDateTime) -> String {
+    let age = schedule::human(OffsetDateTime::now_utc() - since);
+    format!(
+        "{name}: CSR {csr} waits for approval (for {age}); no second CSR is created: approve it with `kubectl certificate approve {csr}` and the daemon installs the certificate once issued"
+    )
 }
 
 /// One control connection: read the request line (bounded), hand it to the loop, write

@@ -5,7 +5,9 @@
 use time::OffsetDateTime;
 
 use super::{Agent, TaskMsg};
+use crate::kubelet::notice::CsrNotice;
 use crate::lifecycle::Event;
+use crate::pki::csr::KubeletCert;
 use crate::rotation::{self, Request};
 
 impl Agent {
@@ -15,8 +17,36 @@ impl Agent {
         for n in &names {
             self.feed(n, Event::Started);
         }
-        // The CSR's progress reaches the metrics, state.json and the Node's events.
-        let sink = self.csr_sink();
+        // The CSR's progress reaches the metrics, state.json and the Node's events, and
+        // the loop (the life-cycle's awaitingApproval).
+        let sink = {
+            let (base, tx) = (self.csr_sink(), self.tasks.0.clone());
+            let sink: crate::kubelet::notice::Sink = std::sync::Arc::new(move |n: CsrNotice| {
+                let name_of = |signer: &str| {
+                    [KubeletCert::Client, KubeletCert::Serving]
+                        .into_iter()
+                        .find(|k| k.signer() == signer)
+                        .map(|k| k.name().to_string())
+                };
+                let msg = match &n {
+                    CsrNotice::Created { csr, signer, .. } => {
+                        name_of(signer).map(|name| TaskMsg::CsrPending {
+                            name,
+                            csr: csr.clone(),
+                        })
+                    }
+                    CsrNotice::AwaitingApproval { signer, .. } => {
+                        name_of(signer).map(|name| TaskMsg::CsrNeedsApproval { name })
+                    }
+                    _ => None,
+                };
+                if let Some(m) = msg {
+                    let _ = tx.send(m);
+                }
+                base(n);
+            });
+            sink
+        };
         let (root, config, tx, why) = (
             self.root.clone(),
             self.config.clone(),

@@ -140,11 +140,7 @@ pub async fn run(
                         s.lease_duration_seconds = Some(t.lease_duration.as_secs() as i32);
                         s.renew_time = Some(now_micro());
                         l.spec = Some(s);
-                        // The resourceVersion we read makes this a compare-and-swap.
-                        client
-                            .send::<Lease>(reqwest::Method::PUT, &one, &l)
-                            .await
-                            .map(|_| true)
+                        put(&client, &one, &l).await
                     }
                     (_, None) => Ok(false),
                 };
@@ -172,6 +168,42 @@ pub async fn run(
         }
         tokio::time::sleep(t.retry_period).await;
     }
+}
+
+/// On shutdown, as client-go's `ReleaseOnCancel`: a holder gives the Lease up (empty
+/// holder, one-second duration), so another replica takes over at its next retry instead
+/// of waiting out the lease duration. `Ok(false)`: we did not hold it.
+pub async fn release(
+    client: &ApiClient,
+    namespace: &str,
+    name: &str,
+    me: &str,
+) -> Result<bool, ApiError> {
+    let one = format!("/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}");
+    let mut l = match client.get::<Lease>(&one).await {
+        Ok(l) => l,
+        Err(ApiError::Status { code: 404, .. }) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let mut s = spec_of(&l);
+    if s.holder_identity.as_deref() != Some(me) {
+        return Ok(false);
+    }
+    s.holder_identity = Some(String::new());
+    s.lease_duration_seconds = Some(1);
+    s.acquire_time = Some(now_micro());
+    s.renew_time = Some(now_micro());
+    l.spec = Some(s);
+    put(client, &one, &l).await
+}
+
+/// The resourceVersion we read makes the update a compare-and-swap: a replica that
+/// changed the Lease meanwhile is never overwritten.
+async fn put(client: &ApiClient, one: &str, l: &Lease) -> Result<bool, ApiError> {
+    client
+        .send::<Lease>(reqwest::Method::PUT, one, l)
+        .await
+        .map(|_| true)
 }
 
 #[cfg(test)]

@@ -161,23 +161,41 @@ pub fn run(args: ApproverArgs) -> Result<ExitCode, Fatal> {
             "approver {identity} starting; Lease {namespace}/{}",
             args.lease_name
         );
-        tokio::spawn(lease::run(
+        let elector = tokio::spawn(lease::run(
             client.clone(),
-            namespace,
+            namespace.clone(),
             args.lease_name.clone(),
-            identity,
+            identity.clone(),
             timings,
             tx,
         ));
-        let controller = tokio::spawn(Controller::new(client, settings, metrics, rx).run());
+        let mut controller =
+            tokio::spawn(Controller::new(client.clone(), settings, metrics, rx).run());
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| Fatal::failure(anyhow!(e)))?;
         tokio::select! {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
-            _ = controller => {}
+            _ = &mut controller => {}
         }
         tracing::info!("approver stopping");
+        // Stop acting and stop renewing before the Lease is given up.
+        controller.abort();
+        elector.abort();
+        let released = tokio::time::timeout(
+            timings.renew_deadline,
+            lease::release(&client, &namespace, &args.lease_name, &identity),
+        )
+        .await;
+        match released {
+            Ok(Ok(true)) => tracing::info!("released the lease {namespace}/{}", args.lease_name),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => tracing::warn!("could not release the lease: {e}"),
+            Err(_) => tracing::warn!(
+                "could not release the lease within {:?}",
+                timings.renew_deadline
+            ),
+        }
         Ok(ExitCode::Ok)
     })
 }

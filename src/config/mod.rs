@@ -177,6 +177,11 @@ pub struct KubeletSpec {
     /// Every API request is answered within this, or fails (transient) naming the server.
     #[serde(default = "default_request_timeout")]
     pub request_timeout: HumanDuration,
+    /// Not read from the file: the serials of the kubelet certificates the daemon installed
+    /// in a batch (a node joining, a fleet-wide wave), whose first renewal is drawn wide
+    /// (`lifecycle::spread::first_policy`).
+    #[serde(skip)]
+    pub first_renewal: Vec<String>,
 }
 
 fn default_request_timeout() -> HumanDuration {

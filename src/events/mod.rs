@@ -300,6 +300,7 @@ mod tests {
         );
         let n = from_outcome(&outcome(Action::Blocked {
             entry: "e/0".into(),
+            until: None,
         }))
         .unwrap();
         assert_eq!(

@@ -4,6 +4,8 @@
 //! GetEtcdPeerAltNames). Pure: the inputs are resolved from the config and the node by
 //! [`node`].
 
+pub mod kubeconfig;
+
 use std::net::IpAddr;
 use std::path::PathBuf;
 
@@ -61,6 +63,8 @@ impl Default for KubeadmSpec {
 
 pub const DEFAULT_DNS_DOMAIN: &str = "cluster.local";
 pub const DEFAULT_SERVICE_SUBNET: &str = "10.96.0.0/12";
+pub const DEFAULT_BIND_PORT: u16 = 6443;
+pub const DEFAULT_CLUSTER_NAME: &str = "kubernetes";
 
 /// Everything the SANs depend on, resolved.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,6 +80,10 @@ pub struct Facts {
     pub apiserver_sans: Vec<String>,
     pub etcd_server_sans: Vec<String>,
     pub etcd_peer_sans: Vec<String>,
+    /// `localAPIEndpoint.bindPort` (kubeadm: 6443): this node's API server port.
+    pub bind_port: u16,
+    /// `clusterName` (kubeadm: kubernetes): the cluster's name in kubeconfigs.
+    pub cluster_name: String,
 }
 
 /// What a certificate created under a profile says.
@@ -211,6 +219,8 @@ mod tests {
             apiserver_sans: vec![],
             etcd_server_sans: vec![],
             etcd_peer_sans: vec![],
+            bind_port: DEFAULT_BIND_PORT,
+            cluster_name: DEFAULT_CLUSTER_NAME.into(),
         }
     }
 

@@ -6,6 +6,7 @@
 //! `-fixKubeletCredentials`). The bootstrap kubeconfig is re-read on every attempt.
 
 mod csr_wait;
+pub mod pending;
 use csr_wait::{wait_issued, with_retries};
 pub mod notice;
 pub mod san;
@@ -382,6 +383,88 @@ async fn attempt(
     timeout: Duration,
     progress: Progress<'_>,
 ) -> Result<Obtained, KubeletError> {
+    let client = ApiClient::new(endpoint, creds)?.with_timeout(node.spec.request_timeout.0);
+    let deadline = tokio::time::Instant::now() + timeout;
+    // A CSR from before a restart is watched again rather than asked for a second time.
+    let request = match pending::resume(node, kind, &client, deadline, progress).await? {
+        Some(r) => r,
+        None => create(node, kind, &client, deadline, progress).await?,
+    };
+    let name = request.name();
+    let waiting = tokio::time::Instant::now();
+    let signer = kind.signer().to_string();
+    notice::notify(notice::CsrNotice::Created {
+        csr: name.clone(),
+        signer: signer.clone(),
+        since: request.created,
+    });
+    let issued = wait_issued(
+        &client,
+        request.object.clone(),
+        deadline,
+        kind,
+        timeout,
+        progress,
+    )
+    .await;
+    notice::notify(notice::CsrNotice::Ended { signer });
+    let issued = issued.inspect_err(|e| {
+        if pending::ends_request(e) {
+            pending::forget(node.store, kind);
+        }
+    })?;
+    let waited = waiting.elapsed();
+    let pending::Request { key, dns, ips, .. } = request;
+    let cas = verify::cas_of(&endpoint.ca_pem);
+    let public = rcgen::PublicKeyData::der_bytes(&key).to_vec();
+    let req = verify::Requested {
+        kind,
+        node_name: &node.node_name,
+        public_key: &public,
+        dns_names: &dns,
+        ip_addresses: &ips,
+    };
+    let cert =
+        verify::check_issued(&issued, &req, &cas, OffsetDateTime::now_utc()).map_err(|reason| {
+            pending::forget(node.store, kind);
+            KubeletError::Rejected {
+                name: name.clone(),
+                reason,
+            }
+        })?;
+    let now = OffsetDateTime::now_utc();
+    node.store
+        .install_kubelet(
+            &node.spec.cert_dir,
+            kind.base_name(),
+            &issued,
+            key.serialize_pem().as_bytes(),
+            now,
+        )
+        .map_err(|e| KubeletError::Install(e.to_string()))?;
+    // Installed: the request has served its purpose.
+    pending::forget(node.store, kind);
+    if kind == KubeletCert::Client {
+        write_kubelet_conf(node, endpoint).map_err(KubeletError::Install)?;
+    }
+    Ok(Obtained {
+        csr_name: name,
+        cert,
+        requests: client.requests_sent(),
+        authenticated_with: "bootstrap token",
+        path: node.current_pem(kind),
+        waited,
+    })
+}
+
+/// A new key and CSR for `kind`, created on the server and saved for a restart.
+async fn create(
+    node: &Node<'_>,
+    kind: KubeletCert,
+    client: &ApiClient,
+    deadline: tokio::time::Instant,
+    progress: Progress<'_>,
+) -> Result<pending::Request, KubeletError> {
     let key_type = match kind {
         KubeletCert::Client => node.spec.client.key_type,
         KubeletCert::Serving => node.spec.serving.key_type,
@@ -390,11 +473,10 @@ async fn attempt(
         .await
         .map_err(|e| KubeletError::Install(e.to_string()))?
         .map_err(KubeletError::Install)?;
-    let client = ApiClient::new(endpoint, creds)?.with_timeout(node.spec.request_timeout.0);
     let (dns, ips) = match kind {
         KubeletCert::Client => (vec![], vec![]),
         KubeletCert::Serving => match node.spec.serving.addresses.is_empty() {
-            true => san::from_node(node, &client, progress).await,
+            true => san::from_node(node, client, progress).await,
             false => node.serving_addresses(),
         },
     };
@@ -418,60 +500,21 @@ async fn attempt(
         },
         status: None,
     };
-    let deadline = tokio::time::Instant::now() + timeout;
-    let created = with_retries(deadline, || client.create_csr(&object)).await?;
-    let name = created.metadata.name.clone().unwrap_or_default();
+    let object = with_retries(deadline, || client.create_csr(&object)).await?;
+    let request = pending::Request {
+        key,
+        dns,
+        ips,
+        created: pending::created_at(&object),
+        object,
+    };
+    request.save(node.store, kind);
     progress(&format!(
-        "CSR {name} created (signer {}), waiting for it to be approved and issued",
+        "CSR {} created (signer {}), waiting for it to be approved and issued",
+        request.name(),
         kind.signer()
     ));
-    let waiting = tokio::time::Instant::now();
-    let signer = kind.signer().to_string();
-    notice::notify(notice::CsrNotice::Created {
-        csr: name.clone(),
-        signer: signer.clone(),
-    });
-    let issued = wait_issued(&client, created, deadline, kind, timeout, progress).await;
-    notice::notify(notice::CsrNotice::Ended { signer });
-    let issued = issued?;
-    let waited = waiting.elapsed();
-    let cas = verify::cas_of(&endpoint.ca_pem);
-    let public = rcgen::PublicKeyData::der_bytes(&key).to_vec();
-    let req = verify::Requested {
-        kind,
-        node_name: &node.node_name,
-        public_key: &public,
-        dns_names: &dns,
-        ip_addresses: &ips,
-    };
-    let cert =
-        verify::check_issued(&issued, &req, &cas, OffsetDateTime::now_utc()).map_err(|reason| {
-            KubeletError::Rejected {
-                name: name.clone(),
-                reason,
-            }
-        })?;
-    let now = OffsetDateTime::now_utc();
-    node.store
-        .install_kubelet(
-            &node.spec.cert_dir,
-            kind.base_name(),
-            &issued,
-            key.serialize_pem().as_bytes(),
-            now,
-        )
-        .map_err(|e| KubeletError::Install(e.to_string()))?;
-    if kind == KubeletCert::Client {
-        write_kubelet_conf(node, endpoint).map_err(KubeletError::Install)?;
-    }
-    Ok(Obtained {
-        csr_name: name,
-        cert,
-        requests: client.requests_sent(),
-        authenticated_with: "bootstrap token",
-        path: node.current_pem(kind),
-        waited,
-    })
+    Ok(request)
 }
 
 /// `kubelet.conf` as kubelet writes it: the cluster, and the current client PEM as both

@@ -8,8 +8,13 @@ use std::sync::Arc;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum CsrNotice {
-    /// Created; now waiting for approval and issuance.
-    Created { csr: String, signer: String },
+    /// Created (or found again after a restart); now waiting for approval and issuance.
+    Created {
+        csr: String,
+        signer: String,
+        /// When the server created it.
+        since: time::OffsetDateTime,
+    },
     /// Not approved automatically (serving CSRs): someone must approve it.
     AwaitingApproval { csr: String, signer: String },
     Denied {

@@ -265,6 +265,19 @@ impl Life {
         }
     }
 
+    /// Is it time to look again (a deadline, a backoff or a turn that has come, or due)?
+    /// A renewal through the API server is started only then: a valid certificate is not
+    /// handed to a CSR task just to be found valid.
+    pub fn is_time(&self, now: OffsetDateTime) -> bool {
+        match &self.phase {
+            Phase::Unknown | Phase::Due { .. } => true,
+            Phase::Valid { deadline } => now >= *deadline,
+            Phase::ClockBehind { not_before } => now >= *not_before,
+            Phase::Backoff { until, .. } | Phase::Waiting { until, .. } => now >= *until,
+            Phase::Issuing { .. } | Phase::AwaitingApproval { .. } | Phase::Blocked { .. } => false,
+        }
+    }
+
     /// May a renewal start now (without an operator forcing it)?
     pub fn may_start(&self, now: OffsetDateTime) -> bool {
         match &self.phase {

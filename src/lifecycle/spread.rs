@@ -13,8 +13,16 @@
 //! A certificate that reaches its own (jittered) deadline while the agent runs is not a
 //! wave: its deadline is already spread. Neither is one the operator forces (SIGHUP,
 //! `rotate NAME`) nor a missing one (a node joining: the provisioning paces those).
+//!
+//! What a batch leaves behind: certificates issued together (a cluster provisioned in one
+//! hour, a wave) would renew together for many lifetimes; their first renewal is drawn
+//! over a whole period instead ([`first_policy`]). And retries after API errors back off
+//! up to the fleet window, not 5 minutes ([`retry_cap`]), so a recovering API server is
+//! not met by everyone who failed during its outage at once.
 
 use time::{Duration, OffsetDateTime};
+
+use crate::pki::policy::RenewalPolicy;
 
 /// The daemon notices a deadline within one capped sleep (10 min) or the hourly resync;
 /// a deadline passed longer ago than this means the agent was not running (or the clock
@@ -30,7 +38,9 @@ pub enum Due {
     Reissue,
     /// Past its renewal deadline.
     Deadline(OffsetDateTime),
-    /// Missing, broken, forced by the operator: at once.
+    /// Missing: a node joining (at once; it starts a batch, see [`starts_batch`]).
+    Missing,
+    /// Broken, forced by the operator: at once.
     Other,
 }
 
@@ -39,8 +49,49 @@ pub fn in_wave(due: Due, now: OffsetDateTime) -> bool {
     match due {
         Due::Expired | Due::Reissue => true,
         Due::Deadline(d) => now - d > LATE,
-        Due::Other => false,
+        Due::Missing | Due::Other => false,
     }
+}
+
+/// Whether a certificate issued for this cause came in a batch with many others (a node
+/// joining: clusters are provisioned and scaled many nodes at a time; or a fleet-wide
+/// wave), so that its first renewal is drawn over a whole period ([`first_policy`]).
+pub fn starts_batch(due: Due, now: OffsetDateTime) -> bool {
+    due == Due::Missing || in_wave(due, now)
+}
+
+/// The renewal policy of a certificate issued in a batch, until its first renewal.
+///
+/// Certificates issued within the same hour renew within the same 20% of their life
+/// (70%..90%), and as every renewal adds about the same interval they keep renewing
+/// together for many lifetimes: a fleet provisioned in one hour meets four times its mean
+/// CSR rate every 80% of a lifetime. Drawing the first renewal over a span as wide as that
+/// period (renewAt wide, ending where the usual span ends: 10%..90% for 80% +- 10%)
+/// spreads the batch evenly at once, and the usual draws keep it so. The cost: one early
+/// renewal per certificate.
+pub fn first_policy(usual: &RenewalPolicy) -> RenewalPolicy {
+    let latest = usual.renew_at + usual.jitter;
+    let half = usual.renew_at / 2.0;
+    RenewalPolicy {
+        renew_at: latest - half,
+        jitter: half,
+    }
+}
+
+/// The longest wait between retries of a renewal that failed against the API server.
+/// Full-jitter exponential backoff spreads a fleet that failed together over about as long
+/// as it has been failing, but only up to its cap: with the usual 5-minute cap, every node
+/// that failed through an hour-long outage comes back within 5 minutes of the recovery.
+/// So the cap is the fleet window, but at most half the remaining life (the retry comes
+/// before the certificate expires), and never below `floor` (the usual cap).
+pub fn retry_cap(
+    window: Duration,
+    floor: Duration,
+    now: OffsetDateTime,
+    not_after: Option<OffsetDateTime>,
+) -> Duration {
+    let life = not_after.map_or(window, |na| (na - now) / 2);
+    window.min(life).max(floor)
 }
 
 /// When a renewal in a wave starts: `now` plus a draw `u` in [0, 1) over the window, or
@@ -89,6 +140,55 @@ mod tests {
         // Noticed two days late: the agent was off, like every node of the fleet.
         assert!(in_wave(Due::Deadline(NOW - Duration::days(2)), NOW));
         assert!(!in_wave(Due::Other, NOW));
+        assert!(!in_wave(Due::Missing, NOW));
+    }
+
+    #[test]
+    fn a_joining_node_and_a_wave_start_a_batch_a_timely_renewal_does_not() {
+        assert!(starts_batch(Due::Missing, NOW));
+        assert!(starts_batch(Due::Expired, NOW));
+        assert!(starts_batch(Due::Reissue, NOW));
+        assert!(starts_batch(Due::Deadline(NOW - Duration::days(2)), NOW));
+        assert!(!starts_batch(
+            Due::Deadline(NOW - Duration::minutes(10)),
+            NOW
+        ));
+        assert!(!starts_batch(Due::Other, NOW));
+    }
+
+    #[test]
+    fn the_first_renewal_of_a_batch_spans_a_whole_period() {
+        let usual = RenewalPolicy {
+            renew_at: 0.8,
+            jitter: 0.1,
+        };
+        let nb = NOW;
+        let na = NOW + Duration::hours(100);
+        let first = first_policy(&usual);
+        // 10%..90%: as wide as the mean interval between renewals (80%).
+        assert_eq!(first.deadline_at(nb, na, 0.0), nb + Duration::hours(10));
+        assert_eq!(first.deadline_at(nb, na, 0.5), nb + Duration::hours(50));
+        assert_eq!(first.deadline_at(nb, na, 1.0), nb + Duration::hours(90));
+        // Never later than the usual latest point.
+        for u in [0.0, 0.3, 0.999] {
+            assert!(first.deadline_at(nb, na, u) <= usual.deadline_at(nb, na, u));
+        }
+    }
+
+    #[test]
+    fn retries_back_off_up_to_the_window_but_come_before_expiry() {
+        let floor = Duration::minutes(5);
+        let far = Some(NOW + Duration::days(300));
+        assert_eq!(retry_cap(10 * HOUR, floor, NOW, far), 10 * HOUR);
+        // Six hours left: the cap is three, so a retry comes before it expires.
+        assert_eq!(
+            retry_cap(10 * HOUR, floor, NOW, Some(NOW + 6 * HOUR)),
+            3 * HOUR
+        );
+        // Never below the usual cap (nor for a window of 0s).
+        assert_eq!(retry_cap(Duration::ZERO, floor, NOW, far), floor);
+        assert_eq!(retry_cap(10 * HOUR, floor, NOW, Some(NOW - HOUR)), floor);
+        assert_eq!(retry_cap(10 * HOUR, floor, NOW, None), 10 * HOUR);
     }
 
     #[test]

@@ -484,3 +484,51 @@ fn a_backoff_is_not_lengthened_by_a_wave() {
     assert!(matches!(l.phase, Phase::Due { .. }));
     assert!(fx.contains(&Effect::Issue));
 }
+
+#[test]
+fn a_csr_task_starts_only_when_it_is_time() {
+    let later = T0 + Duration::hours(1);
+    let backoff = |until| Phase::Backoff {
+        until,
+        attempts: 1,
+        class: FailureClass::Permanent,
+        error: "denied".into(),
+    };
+    for (phase, at_t0) in [
+        (Phase::Unknown, true),
+        (
+            Phase::Due {
+                reason: "missing".into(),
+            },
+            true,
+        ),
+        (Phase::Valid { deadline: later }, false),
+        (Phase::Valid { deadline: T0 }, true),
+        (Phase::ClockBehind { not_before: later }, false),
+        (backoff(later), false),
+        (backoff(T0), true),
+        (
+            Phase::Waiting {
+                until: later,
+                reason: "expired".into(),
+            },
+            false,
+        ),
+        (Phase::Issuing { since: T0 }, false),
+        (
+            Phase::AwaitingApproval {
+                csr: "csr-1".into(),
+                since: T0,
+            },
+            false,
+        ),
+        (
+            Phase::Blocked {
+                reason: "entry".into(),
+            },
+            false,
+        ),
+    ] {
+        assert_eq!(at(phase.clone()).is_time(T0), at_t0, "{phase:?}");
+    }
+}

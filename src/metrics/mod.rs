@@ -5,6 +5,7 @@
 //! `metrics.listen` and in `metrics.textfile`. The families and their encoding are pure
 //! ([`families`], [`x509`]): a snapshot and `now` in, text out.
 
+pub mod endpoints;
 pub mod families;
 pub mod serve;
 pub mod x509;
@@ -332,6 +333,7 @@ mod tests {
             &fresh(),
             &outcome(Action::Blocked {
                 entry: "e/0".into(),
+                until: None,
             }),
             t0,
         );

@@ -9,13 +9,14 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Method, Request, Response, StatusCode};
 use time::OffsetDateTime;
+use tokio::task::JoinHandle;
 
 use super::{families, Hub};
 use crate::inventory::{self, Entry};
@@ -67,23 +68,34 @@ fn inventory_of(hub: &Hub, root: &NodeRoot) -> Arc<Vec<Entry>> {
     entries
 }
 
-/// Bind `addr` (an error names the address) and serve `/metrics` from a task.
-pub async fn listen(addr: SocketAddr, hub: Hub, root: NodeRoot) -> Result<SocketAddr, String> {
-    listen_with(addr, Arc::new(move || render(&hub, &root))).await
-}
-
 /// What `/metrics` answers: the text exposition, rendered per scrape (off the runtime).
 pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// The agent's exposition, for [`serve_on`].
+pub fn renderer(hub: Hub, root: NodeRoot) -> Render {
+    Arc::new(move || render(&hub, &root))
+}
 
 /// Bind `addr` and serve `/metrics` with `render` from a task (the agent's and the
 /// approver's endpoint alike).
 pub async fn listen_with(addr: SocketAddr, render: Render) -> Result<SocketAddr, String> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("metrics.listen {addr}: {e}"))?;
+    let listener = bind(addr).await?;
     let bound = listener
         .local_addr()
         .map_err(|e| format!("metrics.listen {addr}: {e}"))?;
+    serve_on(listener, render);
+    Ok(bound)
+}
+
+/// Bind `addr`; an error names the address.
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("metrics.listen {addr}: {e}"))
+}
+
+/// Serve `/metrics` on `listener` from a task; aborting the task closes the listener.
+pub fn serve_on(listener: tokio::net::TcpListener, render: Render) -> JoinHandle<()> {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
         loop {
@@ -108,8 +120,7 @@ pub async fn listen_with(addr: SocketAddr, render: Render) -> Result<SocketAddr,
                 drop(permit);
             });
         }
-    });
-    Ok(bound)
+    })
 }
 
 async fn handle<B>(req: Request<B>, render: Render) -> Result<Response<Full<Bytes>>, Infallible> {
@@ -147,12 +158,24 @@ async fn handle<B>(req: Request<B>, render: Render) -> Result<Response<Full<Byte
 }
 
 /// Rewrite `path` (a node path) after every change the hub hears of and every
-/// [`TEXTFILE_EVERY`], from a task.
-pub fn textfile(path: PathBuf, hub: Hub, root: NodeRoot) {
+/// [`TEXTFILE_EVERY`], from a task, until `stopped` is set (see `endpoints`).
+pub fn textfile(
+    path: PathBuf,
+    hub: Hub,
+    root: NodeRoot,
+    stopped: Arc<Mutex<bool>>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            let (h, r, p) = (hub.clone(), root.clone(), path.clone());
-            let written = tokio::task::spawn_blocking(move || write_textfile(&h, &r, &p)).await;
+            let (h, r, p, s) = (hub.clone(), root.clone(), path.clone(), stopped.clone());
+            let written = tokio::task::spawn_blocking(move || {
+                let stopped = s.lock().unwrap_or_else(|p| p.into_inner());
+                if *stopped {
+                    return Ok(());
+                }
+                write_textfile(&h, &r, &p)
+            })
+            .await;
             match written {
                 Ok(Err(e)) => tracing::error!(ERROR = %e, "metrics.textfile: {e}"),
                 Err(e) => tracing::error!("metrics.textfile: {e}"),
@@ -163,7 +186,7 @@ pub fn textfile(path: PathBuf, hub: Hub, root: NodeRoot) {
                 _ = tokio::time::sleep(TEXTFILE_EVERY) => {}
             }
         }
-    });
+    })
 }
 
 /// Temp file, fsync, rename, fsync of the directory: node_exporter never reads half a file.
@@ -179,30 +202,4 @@ pub fn write_textfile(hub: &Hub, root: &NodeRoot, path: &std::path::Path) -> Res
             },
         )
         .map_err(|e| format!("{}: {e}", path.display()))
-}
-
-/// Start what `metrics:` asks for. A port that cannot be bound is logged and the agent goes
-/// on without it: certificates matter more than their metrics.
-pub async fn start(
-    hub: &Hub,
-    root: &NodeRoot,
-    config: &crate::config::Config,
-) -> Option<SocketAddr> {
-    if let Some(p) = &config.metrics.textfile {
-        textfile(p.clone(), hub.clone(), root.clone());
-    }
-    let addr = match config.metrics.listen_addr() {
-        Ok(Some(a)) => a,
-        _ => return None,
-    };
-    match listen(addr, hub.clone(), root.clone()).await {
-        Ok(bound) => {
-            tracing::info!("metrics: serving http://{bound}/metrics");
-            Some(bound)
-        }
-        Err(e) => {
-            tracing::error!(ERROR = %e, ACTION = "metrics-failed", "{e}; going on without the metrics endpoint");
-            None
-        }
-    }
 }

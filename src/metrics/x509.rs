@@ -1,7 +1,8 @@
 //! x509-certificate-exporter's label schema, so that its dashboards and alerts work on our
 //! series unchanged: `filepath`, `filename`, `serial_number` (decimal, as Go's
 //! `big.Int.String()` prints it), `subject_*` / `issuer_*` (`C`, `ST`, `L`, `O`, `OU`, `CN`;
-//! the first value of each, present only when the name has it) and, for certificates in a
+//! present only when the name has it; the first value of each, but the last `CN`, as Go's
+//! `pkix.Name` keeps them) and, for certificates in a
 //! kubeconfig, `embedded_kind` (`cluster` or `user`) and `embedded_key` (its name).
 
 use x509_parser::prelude::FromDer;
@@ -59,16 +60,18 @@ fn name_labels(prefix: &'static str, der: &[u8], out: &mut Labels) {
     let Ok((_, name)) = X509Name::from_der(der) else {
         return;
     };
-    let first = |mut it: Box<
-        dyn Iterator<Item = &x509_parser::x509::AttributeTypeAndValue> + '_,
-    >| { it.find_map(|a| a.as_str().ok().map(str::to_string)) };
+    type Attrs<'a> =
+        Box<dyn Iterator<Item = &'a x509_parser::x509::AttributeTypeAndValue<'a>> + 'a>;
+    let text = |a: &x509_parser::x509::AttributeTypeAndValue| a.as_str().ok().map(str::to_string);
+    let first = |mut it: Attrs| it.find_map(text);
     let attrs: [(&'static str, Option<String>); 6] = [
         ("C", first(Box::new(name.iter_country()))),
         ("ST", first(Box::new(name.iter_state_or_province()))),
         ("L", first(Box::new(name.iter_locality()))),
         ("O", first(Box::new(name.iter_organization()))),
         ("OU", first(Box::new(name.iter_organizational_unit()))),
-        ("CN", first(Box::new(name.iter_common_name()))),
+        // Go's pkix.Name overwrites CommonName with each CN it meets: the last one wins.
+        ("CN", name.iter_common_name().filter_map(text).last()),
     ];
     for (attr, value) in attrs {
         if let Some(v) = value.filter(|v| !v.is_empty()) {
@@ -123,6 +126,27 @@ mod tests {
             Some(("cluster", "kubernetes"))
         );
         assert_eq!(embedded("#2"), None);
+    }
+
+    #[test]
+    fn names_take_the_first_value_but_the_last_common_name_as_go_does() {
+        use rcgen::{CertificateParams, DnType, KeyPair};
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, "first");
+        p.distinguished_name.push(DnType::OrganizationName, "org");
+        // The same OID again (rcgen keeps one entry per DnType).
+        p.distinguished_name
+            .push(DnType::CustomDnType(vec![2, 5, 4, 3]), "last");
+        let cert = p.self_signed(&KeyPair::generate().unwrap()).unwrap();
+        let (_, x) = x509_parser::parse_x509_certificate(cert.der()).unwrap();
+        let mut l = Labels::new();
+        name_labels("subject", x.subject().as_raw(), &mut l);
+        assert_eq!(l.len(), 2, "{l:?}");
+        assert!(l.contains(&("subject_O", "org".to_string())), "{l:?}");
+        let cns: Vec<_> = x.subject().iter_common_name().collect();
+        assert_eq!(cns.len(), 2, "two CNs in the name");
+        let last = cns[1].as_str().unwrap().to_string();
+        assert!(l.contains(&("subject_CN", last)), "{l:?}");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use time::OffsetDateTime;
 
-use super::plan::{leaf_spec, rfc3339, Current, Reason};
+use super::plan::{heal_future_not_before, leaf_spec, rfc3339, Current, Reason};
 use super::revoked::{blocked_by, floor_for, future_identity, reason_to_rotate};
 use super::scan::{current_kubeconfig_cert, current_pair, latest_in_history, read};
 use super::{outcome, Action, Failure, Outcome, Request, CA_WARN_WITHIN};
@@ -119,8 +119,9 @@ pub fn rotate_certificate(
         &current,
         Action::Failed(Failure::permanent("")),
     );
-    let reason = match reason_to_rotate(&current, revs, policy, req, ca_not_before(root, &spec.ca))
-    {
+    let ca_nb = ca_not_before(root, &spec.ca);
+    let heal = |d| heal_future_not_before(d, ca_nb, req.now);
+    let reason = match reason_to_rotate(&current, revs, policy, req, heal) {
         Ok(r) => r,
         Err(action) => return Outcome { action, ..out },
     };
@@ -187,6 +188,7 @@ pub fn rotate_certificate(
 }
 
 /// A `kubeconfigs:` entry: issue a client certificate and rewrite the file atomically.
+/// One that does not exist is not created (see [`rotate_or_create_kubeconfig`]).
 pub fn rotate_kubeconfig(
     root: &NodeRoot,
     store: &Store,
@@ -195,22 +197,38 @@ pub fn rotate_kubeconfig(
     req: Request,
     revs: &[Entry],
 ) -> Outcome {
+    let none = Some(Err("no server to point a new one at".to_string()));
+    rotate_or_create_kubeconfig(root, store, policy, spec, req, revs, none)
+}
+
+/// A `kubeconfigs:` entry; one that does not exist is created where it belongs (a
+/// control-plane node), as `kubeadm init phase kubeconfig` makes it, pointing at
+/// `created` (where kubeadm would point it, resolved from the node).
+pub fn rotate_or_create_kubeconfig(
+    root: &NodeRoot,
+    store: &Store,
+    policy: &RenewalPolicy,
+    spec: &KubeconfigSpec,
+    req: Request,
+    revs: &[Entry],
+    created: Option<Result<crate::kubeadm::kubeconfig::Target, String>>,
+) -> Outcome {
+    let exists = {
+        let h = root.host_path(&spec.path);
+        h.exists() || h.is_symlink()
+    };
+    if !exists {
+        return create_kubeconfig(root, store, policy, spec, req, revs, created);
+    }
     let text = match read(root, &spec.path) {
         Ok(t) => t,
         Err(e) => {
-            let mut o = outcome(
+            let o = outcome(
                 &spec.name,
                 &spec.path,
-                &Current::Missing,
-                Action::Failed(Failure::permanent("")),
+                &Current::Broken(e.clone()),
+                Action::Failed(Failure::permanent(e)),
             );
-            if let Err(action) = belongs_here(root, &Current::Missing, &spec.ca, &mut o) {
-                return Outcome { action, ..o };
-            }
-            o.detail = None;
-            o.action = Action::Failed(Failure::permanent(format!(
-                "{e} (the agent renews the client certificate of an existing kubeconfig; it does not create one)"
-            )));
             return o;
         }
     };
@@ -221,8 +239,9 @@ pub fn rotate_kubeconfig(
         &current,
         Action::Failed(Failure::permanent("")),
     );
-    let reason = match reason_to_rotate(&current, revs, policy, req, ca_not_before(root, &spec.ca))
-    {
+    let ca_nb = ca_not_before(root, &spec.ca);
+    let heal = |d| heal_future_not_before(d, ca_nb, req.now);
+    let reason = match reason_to_rotate(&current, revs, policy, req, heal) {
         Ok(r) => r,
         Err(action) => return Outcome { action, ..out },
     };
@@ -262,6 +281,95 @@ pub fn rotate_kubeconfig(
         // its mode and owner.
         store
             .write_file(&spec.path, new_text.as_bytes(), FileSpec::KEY)
+            .map_err(|e| Failure::transient(e.to_string()))?;
+        Ok(Outcome {
+            action: Action::Rotated(reason.clone()),
+            after: Some((issued.info.serial.clone(), issued.info.not_after)),
+            warnings: ca_warnings(&ca, &issued, req.now),
+            ..out.clone()
+        })
+    })();
+    match result {
+        Ok(o) => o,
+        Err(e) => {
+            out.action = Action::Failed(e);
+            out.detail = None; // "created: ..." only when it was
+            out
+        }
+    }
+}
+
+/// A missing kubeconfig, on a node where it belongs: a client certificate from the CA for
+/// the configured subject, written with the CA and server kubeadm would put there (0600,
+/// atomically). Elsewhere it stays absent, which is no error.
+fn create_kubeconfig(
+    root: &NodeRoot,
+    store: &Store,
+    policy: &RenewalPolicy,
+    spec: &KubeconfigSpec,
+    req: Request,
+    revs: &[Entry],
+    created: Option<Result<crate::kubeadm::kubeconfig::Target, String>>,
+) -> Outcome {
+    let current = Current::Missing;
+    let mut out = outcome(
+        &spec.name,
+        &spec.path,
+        &current,
+        Action::Failed(Failure::permanent("")),
+    );
+    let reason = match reason_to_rotate(&current, revs, policy, req, |d| d) {
+        Ok(r) => r,
+        Err(action) => return Outcome { action, ..out },
+    };
+    if let Err(action) = belongs_here(root, &current, &spec.ca, &mut out) {
+        return Outcome { action, ..out };
+    }
+    let result = (|| -> Result<Outcome, Failure> {
+        let target = created
+            .unwrap_or_else(|| Err("no server to point a new one at".into()))
+            .map_err(|e| format!("{}: missing, not created: {e}", spec.path.display()))?;
+        let user = spec
+            .subject
+            .as_ref()
+            .and_then(|s| s.common_name.clone())
+            .ok_or_else(|| {
+                format!(
+                    "{}: missing, not created: the config gives it no subject.commonName (the user it is for)",
+                    spec.path.display()
+                )
+            })?;
+        let ca = load_ca(root, &spec.ca, req.now)?;
+        let leaf = leaf_spec(
+            spec.subject.as_ref(),
+            Some(&vec![]),
+            Some(&vec![]),
+            Some(&vec![Usage::ClientAuth]),
+            spec.validity.0,
+            None,
+            None,
+        )?;
+        let key = || keygen::generate(spec.key_type);
+        let (issued, key) = match issue_checked(&ca, leaf, revs, &reason, req, key)? {
+            Step::Issued(issued, key) => (issued, key),
+            Step::Stop(action) => {
+                return Ok(Outcome {
+                    action,
+                    ..out.clone()
+                })
+            }
+        };
+        // The whole CA file, as kubeadm embeds ca.crt (during a CA rotation: both CAs).
+        let ca_pem = read(root, &spec.ca.cert)?;
+        let text = crate::kubeadm::kubeconfig::render(
+            &target,
+            &ca_pem,
+            &user,
+            issued.cert_pem.as_bytes(),
+            key.serialize_pem().as_bytes(),
+        );
+        store
+            .write_file(&spec.path, text.as_bytes(), FileSpec::KEY)
             .map_err(|e| Failure::transient(e.to_string()))?;
         Ok(Outcome {
             action: Action::Rotated(reason.clone()),

@@ -2,8 +2,8 @@
 
 use time::Duration;
 
-use super::plan::Current;
-use super::revoked::{blocked_by, future_identity, reason_to_rotate};
+use super::plan::{heal_kubelet_ahead, Current};
+use super::revoked::{kubelet_blocked, reason_to_rotate};
 use super::{outcome, Action, Failure, Outcome, Request};
 use crate::kubelet::{Node, Progress};
 use crate::pki::csr::KubeletCert;
@@ -32,7 +32,18 @@ pub async fn rotate_kubelet(
         &current,
         Action::Failed(Failure::permanent("")),
     );
-    let reason = match reason_to_rotate(&current, revs, policy, req, None) {
+    // The first renewal of a certificate the daemon installed in a batch is drawn wide.
+    let first;
+    let policy = match &current {
+        Current::Present(c) if node.spec.first_renewal.contains(&c.serial) => {
+            first = crate::lifecycle::spread::first_policy(policy);
+            &first
+        }
+        _ => policy,
+    };
+    let written_at = written_at(node, kind);
+    let heal = |d| heal_kubelet_ahead(d, written_at, req.now);
+    let reason = match reason_to_rotate(&current, revs, policy, req, heal) {
         Ok(r) => r,
         Err(action) => return Outcome { action, ..out },
     };
@@ -50,7 +61,12 @@ pub async fn rotate_kubelet(
         validity: Duration::ZERO,
         not_before_floor: None,
     };
-    if let Some(blocked) = blocked_by(revs, &future_identity(&leaf, req.now), req.now) {
+    // How far before its request the signer dated the current certificate.
+    let backdate = match (&current, written_at) {
+        (Current::Present(c), Some(w)) => w - c.not_before,
+        _ => Duration::ZERO,
+    };
+    if let Some(blocked) = kubelet_blocked(revs, &leaf, req.now, backdate) {
         return Outcome {
             action: blocked,
             ..out
@@ -77,4 +93,22 @@ pub async fn rotate_kubelet(
             out
         }
     }
+}
+
+/// When this node wrote the current version: the stamp of kubelet's file name
+/// (`kubelet-client-2026-11-22-05-33-28.pem`), in this node's clock at the time. None for a
+/// plain file or an unreadable directory.
+fn written_at(node: &Node<'_>, kind: KubeletCert) -> Option<time::OffsetDateTime> {
+    use crate::store::{Managed, PkiStore};
+    let m = Managed::Kubelet {
+        dir: node.spec.cert_dir.clone(),
+        name: kind.base_name().to_string(),
+    };
+    let v = node
+        .store
+        .versions(&m)
+        .ok()?
+        .into_iter()
+        .find(|v| v.current)?;
+    crate::store::naming::parse_kubelet_stamp(&v.stamp)
 }

@@ -25,7 +25,7 @@ use crate::revocation::{self, crl};
 use crate::store::Store;
 use plan::{rfc3339, Current, Reason};
 
-pub use execute::{rotate_certificate, rotate_kubeconfig};
+pub use execute::{rotate_certificate, rotate_kubeconfig, rotate_or_create_kubeconfig};
 pub use kubelet::rotate_kubelet;
 
 /// A CA that expires within this is worth a warning at every rotation.
@@ -61,6 +61,10 @@ pub enum Action {
     /// the agent does not loop; the operator must fix the entry.
     Blocked {
         entry: String,
+        /// When the replacement can clear the entry by itself (a kubelet certificate under
+        /// an "as of now" cutoff, waiting out the signer's backdating): the daemon tries
+        /// again then. None: blocked until the entry changes.
+        until: Option<OffsetDateTime>,
     },
     /// Missing, and it does not belong on this node (not a control-plane node): not
     /// created, and not an error.
@@ -91,7 +95,7 @@ impl Outcome {
                 rfc3339(*not_before),
                 self.name
             ),
-            Action::Blocked { entry } => format!("BLOCKED: {entry}"),
+            Action::Blocked { entry, .. } => format!("BLOCKED: {entry}"),
             Action::NotHere(why) => format!("absent, {why}"),
             Action::Failed(e) => format!("FAILED: {e}"),
         };
@@ -171,9 +175,11 @@ pub async fn rotate(
     }
     let revs = std::sync::Arc::new(loaded.entries);
     let mut out = Vec::new();
-    // kubeadm's inputs, read once, for certificates created under a profile.
-    let facts = (config.certificates.iter().any(|c| c.profile.is_some()))
-        .then(|| crate::node_facts::facts(root, config));
+    // kubeadm's inputs, read once, for certificates created under a profile and for
+    // kubeconfigs created from nothing.
+    let facts = (config.certificates.iter().any(|c| c.profile.is_some())
+        || !config.kubeconfigs.is_empty())
+    .then(|| crate::node_facts::facts(root, config));
     for c in config.certificates.iter().filter(|c| wanted(&c.name)) {
         let created = c.profile.and_then(|p| {
             let f = facts.as_ref()?;
@@ -185,9 +191,14 @@ pub async fn rotate(
         out.push(blocking(name, path, task).await);
     }
     for k in config.kubeconfigs.iter().filter(|k| wanted(&k.name)) {
+        let created = facts.as_ref().map(|f| {
+            f.clone()
+                .and_then(|f| crate::kubeadm::kubeconfig::target(&k.path, &f))
+        });
         let (root, store, k, revs) = (root.clone(), store.clone(), k.clone(), revs.clone());
         let (name, path) = (k.name.clone(), k.path.clone());
-        let task = move || rotate_kubeconfig(&root, &store, &policy, &k, req, &revs);
+        let task =
+            move || rotate_or_create_kubeconfig(&root, &store, &policy, &k, req, &revs, created);
         out.push(blocking(name, path, task).await);
     }
     let replaced: Vec<crl::Replaced> = out

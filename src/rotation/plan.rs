@@ -107,6 +107,29 @@ pub fn heal_future_not_before(
     }
 }
 
+/// A kubelet certificate "not yet valid" that this node wrote (`written_at`: kubelet's
+/// file-name stamp, this node's clock at the time) at a time still ahead of now: the
+/// node's clock ran ahead then (a forward jump since corrected), and kube-controller-manager
+/// on the same clock signed it ahead. Re-issuing heals it. One written at a time already
+/// past was signed ahead by a signer whose clock is ahead of this node's: another CSR
+/// would come back the same, so it stays [`Decision::ClockBehind`] (reported, no loop).
+pub fn heal_kubelet_ahead(
+    d: Decision,
+    written_at: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+) -> Decision {
+    match d {
+        Decision::ClockBehind(nb) if written_at.is_some_and(|w| w > now) => {
+            Decision::Rotate(Reason::Broken(format!(
+                "notBefore {} is in the future, and so is {} when this node wrote it: issued while the clock was ahead",
+                rfc3339(nb),
+                rfc3339(written_at.unwrap_or(now))
+            )))
+        }
+        d => d,
+    }
+}
+
 /// The leaf to issue: the config's subject, SANs and usages, each falling back to what the
 /// current certificate says (what `kubeadm certs renew` keeps).
 pub fn leaf_spec(
@@ -249,6 +272,24 @@ mod tests {
             behind
         );
         assert_eq!(heal_future_not_before(behind.clone(), None, now), behind);
+    }
+
+    /// A kubelet certificate: healed only when this node wrote it while its clock ran
+    /// ahead; written before now, the signer's clock is ahead and another CSR would come
+    /// back the same (no loop).
+    #[test]
+    fn a_future_kubelet_certificate_is_healed_only_if_written_ahead() {
+        let now = NB - Duration::days(1825);
+        let behind = decide(&cert(NB, NA), false, None, false, &P, now);
+        let healed = heal_kubelet_ahead(behind.clone(), Some(NB + Duration::minutes(5)), now);
+        assert!(
+            matches!(healed, Decision::Rotate(Reason::Broken(ref e)) if e.contains("issued while the clock was ahead")),
+            "{healed:?}"
+        );
+        assert_eq!(heal_kubelet_ahead(behind.clone(), Some(now), now), behind);
+        assert_eq!(heal_kubelet_ahead(behind.clone(), None, now), behind);
+        let valid = decide(&cert(NB, NA), false, None, false, &P, NB);
+        assert_eq!(heal_kubelet_ahead(valid.clone(), Some(NA), NB), valid);
     }
 
     #[test]

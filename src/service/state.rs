@@ -56,6 +56,14 @@ pub struct CertState {
     /// The last time a check or rotation ended with a valid certificate in place.
     #[serde(default)]
     pub last_success: Option<String>,
+    /// The life-cycle's phase (`valid`, `issuing`, `awaitingApproval`, `backoff`, ...).
+    #[serde(default)]
+    pub phase: String,
+    /// In `awaitingApproval`: the CSR, and since when (RFC 3339) it exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csr: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csr_since: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -155,15 +163,20 @@ pub fn render_table(state: Option<&State>, daemon: Daemon) -> String {
             }
         }
     }
+    for c in &s.certificates {
+        if let (Some(csr), Some(since)) = (&c.csr, &c.csr_since) {
+            out.push_str(&format!(
+                "\n{}: {}: CSR {csr} since {since} ({})",
+                c.name,
+                c.phase,
+                age(since)
+            ));
+        } else if c.phase == "issuing" {
+            out.push_str(&format!("\n{}: issuing (a renewal is running)", c.name));
+        }
+    }
     for p in &s.pending_csrs {
-        let age =
-            time::OffsetDateTime::parse(&p.since, &time::format_description::well_known::Rfc3339)
-                .map(|t| {
-                    crate::check::short_human_duration(
-                        (time::OffsetDateTime::now_utc() - t).whole_seconds(),
-                    )
-                })
-                .unwrap_or_else(|_| "?".into());
+        let age = age(&p.since);
         out.push_str(&format!(
             "\npending CSR {} (signer {}) waiting for approval and issuance since {} ({age}): kubectl certificate approve {}",
             p.name, p.signer, p.since, p.name
@@ -184,6 +197,17 @@ pub fn render_table(state: Option<&State>, daemon: Daemon) -> String {
     } else {
         out + "\n"
     }
+}
+
+/// How long ago an RFC 3339 instant was, shortly (`3m`).
+fn age(since: &str) -> String {
+    time::OffsetDateTime::parse(since, &time::format_description::well_known::Rfc3339)
+        .map(|t| {
+            crate::check::short_human_duration(
+                (time::OffsetDateTime::now_utc() - t).whole_seconds(),
+            )
+        })
+        .unwrap_or_else(|_| "?".into())
 }
 
 /// `status --output json`: the state plus `running` and `pid` of the live daemon.

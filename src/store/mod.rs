@@ -118,6 +118,20 @@ impl Store {
         dir.write_atomic(&name, data, spec, false)
     }
 
+    /// Remove the file at the node path `path` (a missing one is fine), then fsync its
+    /// directory so the removal survives a crash.
+    pub fn remove_file(&self, path: &Path) -> Result<(), StoreError> {
+        let (dir, name) = self.split(path)?;
+        let dir = match ManagedDir::open(&self.root, &dir) {
+            Ok(d) => d,
+            Err(_) if !self.root.host_path(&dir).exists() => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        dir.check_name(&name)?;
+        dir.remove(&name)?;
+        dir.fsync()
+    }
+
     /// Install a new version of a pair (`apiserver.crt` + `apiserver.key`, node paths in
     /// one directory); plain kubeadm files are migrated first. See [`pair`].
     pub fn install_pair(

@@ -45,7 +45,8 @@ pub fn kubelet_stamp(t: OffsetDateTime) -> String {
     t.format(KUBELET_FMT).expect("fixed format")
 }
 
-fn parse_kubelet_stamp(s: &str) -> Option<OffsetDateTime> {
+/// The instant a kubelet stamp names (UTC), if `s` is one.
+pub fn parse_kubelet_stamp(s: &str) -> Option<OffsetDateTime> {
     PrimitiveDateTime::parse(s, KUBELET_FMT)
         .ok()
         .map(|p| p.assume_utc())

@@ -520,3 +520,33 @@ pub(crate) fn uuid4() -> String {
         &h[20..32]
     )
 }
+
+/// One `fieldSelector` term: the field, whether it is negated (`!=`), the value.
+pub(crate) type FieldTerm = (String, bool, String);
+
+/// Parse `fieldSelector` (`=`, `==`, `!=`, comma-separated) as the API server does;
+/// `known` refuses a field the resource does not support, with the API server's words.
+pub(crate) fn field_terms(
+    query: &HashMap<String, String>,
+    known: impl Fn(&str) -> Result<(), ApiError>,
+) -> Result<Vec<FieldTerm>, ApiError> {
+    let mut terms = Vec::new();
+    if let Some(fs) = query.get("fieldSelector") {
+        for term in fs.split(',').filter(|t| !t.is_empty()) {
+            let (k, neg, v) = if let Some((k, v)) = term.split_once("!=") {
+                (k, true, v)
+            } else if let Some((k, v)) = term.split_once("==") {
+                (k, false, v)
+            } else if let Some((k, v)) = term.split_once('=') {
+                (k, false, v)
+            } else {
+                return Err(ApiError::bad_request(format!(
+                    "invalid selector: '{fs}'; can't understand '{term}'"
+                )));
+            };
+            known(k)?;
+            terms.push((k.to_string(), neg, v.to_string()));
+        }
+    }
+    Ok(terms)
+}

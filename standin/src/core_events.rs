@@ -15,7 +15,7 @@ use http::{header, Method, Request, Response};
 use k8s_openapi::api::core::v1::Event;
 use serde_json::{json, Value};
 
-use crate::api::{error_response, human_duration, json_response, read_body, Body};
+use crate::api::{error_response, field_terms, human_duration, json_response, read_body, Body};
 use crate::auth::User;
 use crate::objects::{self, Target};
 use crate::state::{age_of, lock, ApiError, Shared};
@@ -234,28 +234,12 @@ fn list(
     query: &HashMap<String, String>,
     as_table: bool,
 ) -> Result<Response<Body>, ApiError> {
-    let mut terms: Vec<(String, bool, String)> = vec![];
-    if let Some(fs) = query.get("fieldSelector") {
-        for term in fs.split(',').filter(|t| !t.is_empty()) {
-            let (k, neg, v) = if let Some((k, v)) = term.split_once("!=") {
-                (k, true, v)
-            } else if let Some((k, v)) = term.split_once("==") {
-                (k, false, v)
-            } else if let Some((k, v)) = term.split_once('=') {
-                (k, false, v)
-            } else {
-                return Err(ApiError::bad_request(format!(
-                    "invalid selector: '{fs}'; can't understand '{term}'"
-                )));
-            };
-            if field(&Event::default(), k).is_none() {
-                return Err(ApiError::bad_request(format!(
-                    "field label not supported: {k}"
-                )));
-            }
-            terms.push((k.to_string(), neg, v.to_string()));
-        }
-    }
+    let terms = field_terms(query, |k| match field(&Event::default(), k) {
+        Some(_) => Ok(()),
+        None => Err(ApiError::bad_request(format!(
+            "field label not supported: {k}"
+        ))),
+    })?;
     let prefix = match namespace {
         Some(ns) => objects::key("events", ns, ""),
         None => "events/".to_string(),

@@ -16,7 +16,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ListMeta, Status, StatusDet
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use crate::api::{human_duration, json_response, random_suffix, uuid4, Body, LEGACY_UNKNOWN};
+use crate::api::{
+    field_terms, human_duration, json_response, random_suffix, uuid4, Body, LEGACY_UNKNOWN,
+};
 use crate::auth::{authorize, User};
 use crate::ca::{csr_pem_to_der, parse_csr};
 use crate::state::{age_of, lock, now_time, ApiError, EventKind, Shared, GROUP, RESOURCE};
@@ -33,28 +35,15 @@ type Filter = Box<dyn Fn(&CertificateSigningRequest) -> bool + Send + Sync>;
 
 /// `fieldSelector`: CSRs support `metadata.name` and `spec.signerName` with `=`, `==`, `!=`.
 pub(crate) fn field_filter(query: &HashMap<String, String>) -> Result<Filter, ApiError> {
-    let mut terms: Vec<(String, bool, String)> = Vec::new();
-    if let Some(fs) = query.get("fieldSelector") {
-        for term in fs.split(',').filter(|t| !t.is_empty()) {
-            let (k, neg, v) = if let Some((k, v)) = term.split_once("!=") {
-                (k, true, v)
-            } else if let Some((k, v)) = term.split_once("==") {
-                (k, false, v)
-            } else if let Some((k, v)) = term.split_once('=') {
-                (k, false, v)
-            } else {
-                return Err(ApiError::bad_request(format!(
-                    "invalid selector: '{fs}'; can't understand '{term}'"
-                )));
-            };
-            if k != "metadata.name" && k != "spec.signerName" {
-                return Err(ApiError::bad_request(format!(
-                    "\"{k}\" is not a known field selector: only \"metadata.name\", \"spec.signerName\""
-                )));
-            }
-            terms.push((k.to_string(), neg, v.to_string()));
+    let terms = field_terms(query, |k| {
+        if k == "metadata.name" || k == "spec.signerName" {
+            Ok(())
+        } else {
+            Err(ApiError::bad_request(format!(
+                "\"{k}\" is not a known field selector: only \"metadata.name\", \"spec.signerName\""
+            )))
         }
-    }
+    })?;
     Ok(Box::new(move |o: &CertificateSigningRequest| {
         terms.iter().all(|(k, neg, v)| {
             let actual = if k == "metadata.name" {

@@ -121,3 +121,61 @@ pub fn child_command(prefix: &[&str], test_name: &str) -> std::process::Command 
     cmd.args([test_name, "--exact", "--nocapture", "--test-threads=1"]);
     cmd
 }
+
+/// xorshift64: the kill moments, reproducible from the printed seed.
+pub struct Xorshift(pub u64);
+
+impl Xorshift {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Spawn a crash child, wait for its "ready" line, let it run for a random moment below
+/// `max_us` microseconds, SIGKILL it, and return the lines it printed after "ready".
+pub fn run_and_kill(
+    mut cmd: std::process::Command,
+    rng: &mut Xorshift,
+    max_us: u64,
+) -> Vec<String> {
+    use std::io::{BufRead, BufReader};
+    use std::time::{Duration, Instant};
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // A reader thread, so that a child that never says "ready" fails the test instead of
+    // hanging it.
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for l in BufReader::new(stdout).lines() {
+            let Ok(l) = l else { break };
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    // libtest prints "test NAME ... " without a newline before the test runs.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(l) if l.ends_with("ready") => break,
+            Ok(_) => {}
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the child did not get ready: {e}");
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_micros(rng.next() % max_us));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    reader.join().unwrap();
+    rx.try_iter().collect()
+}
