@@ -70,6 +70,7 @@ bench:
 	$(CARGO) bench --bench daemon_idle
 	$(CARGO) bench --bench fleet
 	$(CARGO) bench --bench approver
+	$(CARGO) bench --bench broken_hour
 	$(CARGO) bench --bench metrics_scrape
 
 clean:

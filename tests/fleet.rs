@@ -202,3 +202,93 @@ fn the_daemon_makes_an_expired_kubelet_certificate_wait_its_turn() {
     d.signal("TERM");
     assert_eq!(d.wait_exit(T), Some(0));
 }
+
+/// The real daemon, a node joining: its kubelet client certificate, bootstrapped at
+/// start-up, is planned for renewal with the wide first draw (10%..90% of its life); one
+/// the operator forces afterwards is planned as usual (70%..90%). Exact instants, computed
+/// from the certificate on disk with the library's policy.
+#[test]
+fn the_daemon_draws_a_joining_nodes_first_renewal_over_a_whole_period() {
+    use kube_cert_agent::pki::policy::{unit_from_serial, RenewalPolicy};
+    use kube_cert_agent::pki::CertInfo;
+    use kube_standin_apiserver::{Options, StandIn};
+    use support::daemon::{wait_until, Daemon};
+    use support::NodeTree;
+    const T: std::time::Duration = std::time::Duration::from_secs(30);
+    const USUAL: RenewalPolicy = RenewalPolicy {
+        renew_at: 0.8,
+        jitter: 0.1,
+    };
+
+    let api = StandIn::start(Options::default()).expect("stand-in starts");
+    let node = NodeTree::new();
+    api.write_bootstrap_kubeconfig(&node.path("/var/lib/kubelet/bootstrap-kubeconfig"))
+        .unwrap();
+    std::fs::write(
+        node.path("/etc/kube-cert-agent/config.yaml"),
+        "apiVersion: kube-cert-agent.io/v1alpha1\nkind: AgentConfiguration\nnodeName: node-1\n\
+         kubelet:\n  serving: {enabled: false}\n",
+    )
+    .unwrap();
+    let current = node.path("/var/lib/kubelet/pki/kubelet-client-current.pem");
+    let on_disk = || -> Option<CertInfo> {
+        // The link is absolute (as kubelet writes it): resolve it inside the node tree.
+        let target = std::fs::read_link(&current).ok()?;
+        let pems = pem::parse_many(std::fs::read(node.path(target.to_str()?)).ok()?).ok()?;
+        let der = pems.iter().find(|p| p.tag() == "CERTIFICATE")?.contents();
+        CertInfo::parse(der).ok()
+    };
+    // The status's planned deadline, once it is about the certificate on disk.
+    let planned = |serial: &str| -> Option<time::OffsetDateTime> {
+        let out = node.agent(&["status", "--output", "json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let c = v["state"]["certificates"]
+            .as_array()?
+            .iter()
+            .find(|c| c["name"] == "kubelet-client")?
+            .clone();
+        if c["serial"].as_str()? != serial {
+            return None;
+        }
+        time::OffsetDateTime::parse(
+            c["nextDeadline"].as_str()?,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .ok()
+    };
+    let mut d = Daemon::start(&node, &[]);
+    d.wait_notify("READY=1", T);
+    // Bootstrapped in a task: wait for the status to describe the installed certificate.
+    let mut joined = None;
+    wait_until(T, || {
+        joined = on_disk().and_then(|c| Some((planned(&c.serial)?, c)));
+        joined.is_some()
+    });
+    let (deadline, cert) = joined.unwrap_or_else(|| panic!("{}", d.log_text()));
+    let u = unit_from_serial(&cert.serial);
+    let wide = spread::first_policy(&USUAL).deadline_at(cert.not_before, cert.not_after, u);
+    assert!(
+        (deadline - wide).abs() < time::Duration::SECOND,
+        "planned {deadline}, the wide first draw says {wide}"
+    );
+
+    // The operator's renewal is not a batch: the usual draw.
+    let out = node.agent(&["rotate", "kubelet-client"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}\n{}", d.log_text());
+    let mut renewed = None;
+    wait_until(T, || {
+        renewed = on_disk()
+            .filter(|c| c.serial != cert.serial)
+            .and_then(|c| Some((planned(&c.serial)?, c)));
+        renewed.is_some()
+    });
+    let (deadline, cert) = renewed.unwrap_or_else(|| panic!("{}", d.log_text()));
+    let u = unit_from_serial(&cert.serial);
+    let usual = USUAL.deadline_at(cert.not_before, cert.not_after, u);
+    assert!(
+        (deadline - usual).abs() < time::Duration::SECOND,
+        "planned {deadline}, the usual draw says {usual}"
+    );
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(T), Some(0));
+}

@@ -36,9 +36,10 @@ fn version_verbose_names_the_kernel_as_the_seed_source() {
 
 #[test]
 fn keys_and_serials_never_repeat_within_a_process() {
-    let now = time::OffsetDateTime::now_utc();
     let dir = tempfile::tempdir().unwrap();
     let ca = openssl::ca(dir.path(), "ca", Key::P256, "kubernetes", 3650);
+    // After openssl made the CA: its notBefore is the second openssl ran in.
+    let now = time::OffsetDateTime::now_utc();
     let ca = Ca::load(
         &std::fs::read(&ca.cert).unwrap(),
         &std::fs::read(&ca.key).unwrap(),

@@ -94,7 +94,7 @@ pub fn run(nodes: usize, parallel: usize) -> Vec<Round> {
                         let _ = api.approve(o.metadata.name.as_deref().unwrap_or_default());
                     }
                 }
-                std::thread::sleep(Duration::from_millis(5));
+                std::thread::sleep(Duration::from_millis(20));
             }
         });
         for label in ["bootstrap", "renewal"] {

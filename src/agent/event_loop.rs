@@ -91,6 +91,10 @@ impl Agent {
             ready = true;
         }
 
+        // CARotation objects (caRotation.cluster): the first poll right after start-up.
+        let mut ca_poll = self.config.ca_rotation.poll_interval.0;
+        let mut ca_tick = tokio::time::interval(ca_poll);
+        ca_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut hup_gate = Gate::hup();
         let mut fs_gate = Gate::fs();
         let mut fs_paths: Vec<PathBuf> = vec![];
@@ -174,6 +178,15 @@ impl Agent {
                 }
                 Some((req, reply)) = ctl_rx.recv() => {
                     pinging(&mut wd_tick, self.on_control(req, reply)).await;
+                }
+                _ = ca_tick.tick(), if self.config.ca_rotation.cluster => {
+                    pinging(&mut wd_tick, self.sync_ca_rotations()).await;
+                    // A reload may have changed the interval.
+                    if ca_poll != self.config.ca_rotation.poll_interval.0 {
+                        ca_poll = self.config.ca_rotation.poll_interval.0;
+                        ca_tick = tokio::time::interval_at(tokio::time::Instant::now() + ca_poll, ca_poll);
+                        ca_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    }
                 }
                 _ = tokio::time::sleep(nap) => {
                     let now = OffsetDateTime::now_utc();

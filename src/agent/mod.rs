@@ -19,6 +19,7 @@
 
 mod event_loop;
 mod execute;
+mod fleet_rotation;
 mod scan;
 pub mod schedule;
 mod socket;
@@ -104,6 +105,8 @@ struct Agent {
     events: crate::events::Recorder,
     /// The last state.json written (for the pending-CSR rewrite).
     saved: SavedState,
+    /// Attempts at phases of CARotation objects that did not complete (their backoff).
+    ca_attempts: crate::ca_rotation::cluster::Attempts,
     /// `rotate` requests waiting for kubelet renewals (`socket`).
     parked: Vec<socket::Parked>,
     /// Per certificate, the last outcome's line and whether it failed, or that its CSR
@@ -242,6 +245,7 @@ impl Agent {
             endpoints: Default::default(),
             events: crate::events::Recorder::off(metrics),
             saved: SavedState::default(),
+            ca_attempts: Default::default(),
             parked: vec![],
             answered: HashMap::new(),
             tasks: {

@@ -15,6 +15,8 @@
 //! | finalize | new | new | new | checked: all verify against new alone |
 
 pub mod bundle;
+pub mod cluster;
+pub mod fleet;
 pub mod leaves;
 pub mod newca;
 pub mod object;

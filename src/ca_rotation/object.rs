@@ -26,7 +26,7 @@ struct Spec {
 }
 
 /// What a node takes from the object.
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Wanted {
     pub ca: String,
     pub phase: Phase,
@@ -36,6 +36,17 @@ pub struct Wanted {
 pub fn parse(text: &str) -> Result<Wanted, String> {
     let d: Doc = serde_saphyr::from_str(text)
         .map_err(|e| format!("not a CARotation: {}", crate::config::render_yaml_error(&e)))?;
+    wanted(d)
+}
+
+/// An item of a CARotation list, as the API server sends it (JSON).
+pub fn from_value(v: &serde_json::Value) -> Result<Wanted, String> {
+    let d: Doc =
+        serde::Deserialize::deserialize(v).map_err(|e| format!("not a CARotation: {e}"))?;
+    wanted(d)
+}
+
+fn wanted(d: Doc) -> Result<Wanted, String> {
     if d.api_version != API_VERSION || d.kind != KIND {
         return Err(format!(
             "expected {API_VERSION} {KIND}, got {} {}",

@@ -225,15 +225,21 @@ impl<'a> Ctx<'a> {
             (None, Some(pem)) => Some(("the CARotation object".to_string(), pem.clone())),
             (None, None) => None,
         };
+        let (sc, sk, _) = staging(self.ca);
         if let Some((from, cert)) = given {
             let key = match (&self.opts.new_key, signs) {
                 (Some(k), _) => Some(host(k)?),
-                (None, true) => {
-                    return Err(PhaseError::refused(format!(
-                        "this node signs with CA {} (cas[].key is set): give the new CA's key with --key too",
-                        self.ca.name
-                    )))
-                }
+                // The daemon (no --key): the key copied into the staging directory.
+                (None, true) => match self.root.read(&sk) {
+                    Ok(k) => Some(k),
+                    Err(_) => {
+                        return Err(PhaseError::refused(format!(
+                            "this node signs with CA {} (cas[].key is set): give the new CA's key with --key too,                              or copy it to {} (0600)",
+                            self.ca.name,
+                            sk.display()
+                        )))
+                    }
+                },
                 (None, false) => None,
             };
             let n = newca::given(old, &cert, key.as_deref().filter(|_| signs), now)
@@ -241,7 +247,6 @@ impl<'a> Ctx<'a> {
             lines.push(format!("new CA from {from}: serial {}", n.info.serial));
             return Ok(n);
         }
-        let (sc, sk, _) = staging(self.ca);
         if let Ok(cert) = self.root.read(&sc) {
             let key = if signs {
                 self.root.read(&sk).ok()

@@ -64,6 +64,10 @@ pub enum Command {
     Revocations {
         #[arg(long, short, value_enum, default_value = "table")]
         output: Output,
+        /// Also list the cluster's RenewRevocation objects (read with the kubelet's
+        /// credentials), even when `revocation.cluster` does not apply them.
+        #[arg(long)]
+        cluster: bool,
     },
     /// Rotate one of the node's CAs (`cas:` in the config) with no downtime, one phase at
     /// a time: prepare (trust old + new), reissue (the new CA signs; leaves re-issued),
@@ -224,9 +228,9 @@ pub fn run(cli: Cli) -> Result<ExitCode, Fatal> {
             let config = config::load(cli.config.as_deref(), &root).map_err(Fatal::config)?;
             repair(&root, &config, dry_run)
         }
-        Command::Revocations { output } => {
+        Command::Revocations { output, cluster } => {
             let config = config::load(cli.config.as_deref(), &root).map_err(Fatal::config)?;
-            revocations(&root, &config, output)
+            revocations(&root, &config, output, cluster)
         }
         Command::RotateCa(args) => {
             let config = config::load(cli.config.as_deref(), &root).map_err(Fatal::config)?;

@@ -8,28 +8,43 @@ use crate::paths::NodeRoot;
 
 use super::Output;
 
+/// The cluster's RenewRevocation entries (with the kubelet's credentials), or why they
+/// could not be read.
+fn cluster_entries(
+    root: &NodeRoot,
+    config: &Config,
+) -> Result<Result<crate::revocation::Loaded, String>, Fatal> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Fatal::failure)?;
+    Ok(
+        match runtime.block_on(crate::revocation::cluster::read(root, config)) {
+            Some(r) => r,
+            None => Err("the config has no kubelet section, whose credentials read them".into()),
+        },
+    )
+}
+
 pub(super) fn revocations(
     root: &NodeRoot,
     config: &Config,
     output: Output,
+    cluster: bool,
 ) -> Result<ExitCode, Fatal> {
     let mut loaded = crate::revocation::load_dir(root, &config.revocation.directory);
-    // `revocation.cluster: true`: the cluster's entries apply too, so they are listed too.
-    if config.revocation.cluster {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(Fatal::failure)?;
-        match runtime.block_on(crate::revocation::cluster::load(root, config)) {
-            Some(Ok(l)) => {
+    // `revocation.cluster: true`: the cluster's entries apply too, so they are listed too;
+    // `--cluster` lists them anyway.
+    if config.revocation.cluster || cluster {
+        match cluster_entries(root, config)? {
+            Ok(l) => {
                 loaded.entries.extend(l.entries);
                 loaded.errors.extend(l.errors);
             }
-            Some(Err(e)) => loaded.errors.push(format!(
+            Err(e) => loaded.errors.push(format!(
                 "{}: not read: {e}",
                 crate::revocation::cluster::SOURCE
             )),
-            None => {}
         }
     }
     let targets = inventory::default_targets(root, config);
@@ -67,7 +82,7 @@ pub(super) fn revocations(
                 println!(
                     "No revocation entries in {}{}.",
                     config.revocation.directory.display(),
-                    if config.revocation.cluster {
+                    if config.revocation.cluster || cluster {
                         " or in the cluster"
                     } else {
                         ""
@@ -137,10 +152,9 @@ pub(super) fn rollback(
     };
     let store = crate::store::Store::new(root.clone(), config.history);
     if !force {
-        if let Some(why) = revoked_previous(root, config, &store, &managed) {
+        if let Some(why) = revoked_previous(root, config, &store, &managed)? {
             return Err(Fatal::config(anyhow::anyhow!(
-                "{name}: not rolled back: {why}; it would be renewed again at once \
-                 (use --force to roll back anyway)"
+                "{name}: not rolled back: {why} (use --force to roll back anyway)"
             )));
         }
     }
@@ -151,14 +165,51 @@ pub(super) fn rollback(
     Ok(ExitCode::Ok)
 }
 
-/// Why the version a rollback would put back is revoked (by a RenewRevocation file), if
-/// it is.
+/// Why not to put back the version a rollback would: a RenewRevocation entry (a file, or
+/// with `revocation.cluster` an object in the cluster) revokes it, or the cluster's
+/// entries could not be read to tell.
 fn revoked_previous(
     root: &NodeRoot,
     config: &Config,
     store: &crate::store::Store,
     managed: &crate::store::Managed,
-) -> Option<String> {
+) -> Result<Option<String>, Fatal> {
+    let Some(cert) = previous_version(root, store, managed) else {
+        return Ok(None);
+    };
+    let (stamp, cert) = cert;
+    let mut revs = crate::revocation::load_dir(root, &config.revocation.directory).entries;
+    if config.revocation.cluster {
+        match cluster_entries(root, config)? {
+            Ok(l) => revs.extend(l.entries),
+            Err(e) => {
+                return Ok(Some(format!(
+                    "the cluster's RenewRevocation objects could not be read to check version \
+                     {stamp} (serial {}) against them: {e}",
+                    cert.serial
+                )))
+            }
+        }
+    }
+    let id = crate::revocation::Identity::of(&cert);
+    Ok(crate::revocation::first_match(&revs, &id).map(|e| {
+        format!(
+            "version {stamp} (serial {}) is revoked by {} ({}) in {}; it would be renewed \
+             again at once",
+            cert.serial,
+            e.id(),
+            e.describe(),
+            e.source
+        )
+    }))
+}
+
+/// The version a rollback would put back: its stamp and certificate, if readable.
+fn previous_version(
+    root: &NodeRoot,
+    store: &crate::store::Store,
+    managed: &crate::store::Managed,
+) -> Option<(String, crate::pki::CertInfo)> {
     use crate::store::{Managed, PkiStore};
     let versions = store.versions(managed).ok()?;
     let current = versions.iter().find(|v| v.current)?;
@@ -176,14 +227,5 @@ fn revoked_previous(
         .into_iter()
         .next()?;
     let cert = crate::pki::CertInfo::parse(&der).ok()?;
-    let revs = crate::revocation::load_dir(root, &config.revocation.directory);
-    let e = crate::revocation::first_match(&revs.entries, &crate::revocation::Identity::of(&cert))?;
-    Some(format!(
-        "version {} (serial {}) is revoked by {} ({}) in {}",
-        v.stamp,
-        cert.serial,
-        e.id(),
-        e.describe(),
-        e.source
-    ))
+    Some((v.stamp.clone(), cert))
 }

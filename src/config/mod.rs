@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer};
 
+pub mod ca_rotation;
 pub mod validate;
 use validate::require_absolute;
 
@@ -41,6 +42,9 @@ pub struct Config {
     pub cas: Vec<CaSpec>,
     #[serde(default)]
     pub revocation: RevocationSpec,
+    /// Follow CARotation objects in the cluster (the daemon).
+    #[serde(default)]
+    pub ca_rotation: ca_rotation::CaRotationSpec,
     #[serde(default)]
     pub metrics: MetricsSpec,
     /// kubeadm's inputs to the SANs of certificates created under a `profile`.
@@ -69,6 +73,7 @@ pub struct Renewal {
     /// The window over which a fleet-wide wave of kubelet renewals (certificates expired
     /// after the node was off, re-issued after a CA rotation) is spread: each node starts
     /// after a random delay within it. Size it about 1 h per 1,000 nodes; 0s: at once.
+    /// Also the cap of kubelet renewals' backoff after API errors (`spread::retry_cap`).
     #[serde(default = "default_fleet_spread")]
     pub fleet_spread: HumanDuration,
 }

@@ -52,6 +52,7 @@ impl Config {
         }
         self.check_names()?;
         self.check_cas()?;
+        self.ca_rotation.check(self.kubelet.is_some())?;
         for c in &self.certificates {
             let at = format!("certificates[{}]", c.name);
             for (field, p) in [

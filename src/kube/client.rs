@@ -354,6 +354,22 @@ impl ApiClient {
         self.json(resp).await
     }
 
+    /// PATCH with a server-side apply body (JSON is YAML); `path` carries `fieldManager`.
+    pub async fn apply_patch<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<T, ApiError> {
+        let resp = self
+            .request(reqwest::Method::PATCH, path)
+            .header("Content-Type", "application/apply-patch+yaml")
+            .body(body.to_string())
+            .send()
+            .await
+            .map_err(|e| self.transport_error(e))?;
+        self.json(resp).await
+    }
+
     /// GET any API path as JSON (the RenewRevocation list).
     pub async fn get_json(&self, path: &str) -> Result<serde_json::Value, ApiError> {
         let resp = self

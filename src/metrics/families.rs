@@ -290,6 +290,37 @@ impl Families {
         counter_family(enc, "kube_cert_agent_events_dropped",
             "Kubernetes Events the agent did not deliver, by reason (unreachable, no-credentials, queue-full, rate-limited).",
             &dropped)?;
+        // CA rotations (`rotate-ca`, by hand or from a CARotation object): the phase each
+        // CA is in on this node, and when that phase last ran.
+        let mut phases: Vec<(Name, f64)> = vec![];
+        let mut complete: Vec<(Name, f64)> = vec![];
+        let mut updated: Vec<(Name, f64)> = vec![];
+        for r in &self.snap.ca_rotations {
+            for p in ["prepare", "reissue", "finalize"] {
+                let v = if r.phase == p { 1.0 } else { 0.0 };
+                phases.push((vec![("ca", r.ca.clone()), ("phase", p.to_string())], v));
+            }
+            complete.push((
+                vec![("ca", r.ca.clone())],
+                if r.complete { 1.0 } else { 0.0 },
+            ));
+            if let Some(t) = r.updated {
+                updated.push((vec![("ca", r.ca.clone())], secs(t)));
+            }
+        }
+        family(enc, "kube_cert_agent_ca_rotation_phase",
+            "1 for the phase of the CA's rotation this node is in (prepare, reissue, finalize), 0 for the others.",
+            g, &phases)?;
+        family(
+            enc,
+            "kube_cert_agent_ca_rotation_phase_complete",
+            "1 when this node completed the current phase of the CA's rotation.",
+            g,
+            &complete,
+        )?;
+        family(enc, "kube_cert_agent_ca_rotation_phase_timestamp_seconds",
+            "When this node last ran the current phase of the CA's rotation (Unix time): its completion once complete.",
+            g, &updated)?;
         let info = vec![("version", super::build_version().to_string())];
         let m = enc.encode_descriptor(
             "kube_cert_agent_build",
@@ -395,6 +426,29 @@ mod tests {
         // No inventory: only the error count of the x509 families.
         assert!(text.contains("\nx509_read_errors 0.0\n"), "{text}");
         assert!(!text.contains("x509_cert_not_after"), "{text}");
+    }
+
+    #[test]
+    fn ca_rotation_phase_one_hot() {
+        let mut s = snap();
+        let text = encode(s.clone(), datetime!(2026-12-02 00:00 UTC));
+        assert!(!text.contains("kube_cert_agent_ca_rotation"), "{text}");
+        s.ca_rotations = vec![crate::metrics::CaRotationFacts {
+            ca: "etcd".into(),
+            phase: "reissue",
+            complete: false,
+            updated: Some(datetime!(2026-12-01 12:00 UTC)),
+        }];
+        let text = encode(s, datetime!(2026-12-02 00:00 UTC));
+        for line in [
+            "kube_cert_agent_ca_rotation_phase{ca=\"etcd\",phase=\"prepare\"} 0.0\n",
+            "kube_cert_agent_ca_rotation_phase{ca=\"etcd\",phase=\"reissue\"} 1.0\n",
+            "kube_cert_agent_ca_rotation_phase{ca=\"etcd\",phase=\"finalize\"} 0.0\n",
+            "kube_cert_agent_ca_rotation_phase_complete{ca=\"etcd\"} 0.0\n",
+            "kube_cert_agent_ca_rotation_phase_timestamp_seconds{ca=\"etcd\"} 1796126400.0\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 
     #[test]

@@ -73,6 +73,17 @@ pub struct PendingCsr {
     pub since: OffsetDateTime,
 }
 
+/// Where one CA's rotation is on this node (`rotate-ca`'s record, read at each scrape).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaRotationFacts {
+    pub ca: String,
+    /// prepare, reissue or finalize.
+    pub phase: &'static str,
+    pub complete: bool,
+    /// When the phase last ran (its completion, once complete).
+    pub updated: Option<OffsetDateTime>,
+}
+
 /// Everything the families are made of, copied out of the hub for one scrape.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
@@ -85,6 +96,7 @@ pub struct Snapshot {
     pub pending_csrs: Vec<PendingCsr>,
     pub events_dropped: BTreeMap<&'static str, u64>,
     pub inventory: Arc<Vec<Entry>>,
+    pub ca_rotations: Vec<CaRotationFacts>,
 }
 
 #[derive(Debug, Default)]
@@ -232,6 +244,7 @@ impl Hub {
             pending_csrs: s.pending_csrs.values().cloned().collect(),
             events_dropped: s.events_dropped.clone(),
             inventory,
+            ca_rotations: vec![],
         }
     }
 }

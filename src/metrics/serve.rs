@@ -42,7 +42,29 @@ pub(crate) struct Cached {
 /// blocking thread.
 pub fn render(hub: &Hub, root: &NodeRoot) -> String {
     let entries = inventory_of(hub, root);
-    families::encode(hub.snapshot(entries), OffsetDateTime::now_utc())
+    let mut snap = hub.snapshot(entries);
+    snap.ca_rotations = ca_rotations(root);
+    families::encode(snap, OffsetDateTime::now_utc())
+}
+
+/// The CA rotations `rotate-ca` recorded (by hand or for a CARotation object); none when
+/// the record cannot be read.
+fn ca_rotations(root: &NodeRoot) -> Vec<super::CaRotationFacts> {
+    let record = crate::ca_rotation::record::read(root).unwrap_or_default();
+    record
+        .rotations
+        .iter()
+        .map(|r| super::CaRotationFacts {
+            ca: r.ca.clone(),
+            phase: r.phase.as_str(),
+            complete: r.complete,
+            updated: OffsetDateTime::parse(
+                &r.updated,
+                &time::format_description::well_known::Rfc3339,
+            )
+            .ok(),
+        })
+        .collect()
 }
 
 fn inventory_of(hub: &Hub, root: &NodeRoot) -> Arc<Vec<Entry>> {

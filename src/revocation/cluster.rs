@@ -18,10 +18,19 @@ pub async fn load(
     root: &crate::paths::NodeRoot,
     config: &crate::config::Config,
 ) -> Option<Result<Loaded, String>> {
-    let spec = config
-        .kubelet
-        .as_ref()
-        .filter(|_| config.revocation.cluster)?;
+    if !config.revocation.cluster {
+        return None;
+    }
+    read(root, config).await
+}
+
+/// The cluster's entries whether or not `revocation.cluster` applies them (`revocations
+/// --cluster`); None without a kubelet section, whose credentials read them.
+pub async fn read(
+    root: &crate::paths::NodeRoot,
+    config: &crate::config::Config,
+) -> Option<Result<Loaded, String>> {
+    let spec = config.kubelet.as_ref()?;
     let store = crate::store::Store::new(root.clone(), config.history);
     let node = Node {
         root,

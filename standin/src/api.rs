@@ -202,7 +202,13 @@ async fn route(
         req
     };
     if let Some(t) = crate::objects::parse_path(path) {
-        let body = if method == Method::POST || method == Method::PUT {
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let body = if method == Method::POST || method == Method::PUT || method == Method::PATCH {
             match read_body(req.into_body()).await {
                 Ok(b) => b,
                 Err(e) => return error_response(&e),
@@ -210,6 +216,14 @@ async fn route(
         } else {
             Vec::new()
         };
+        if method == Method::PATCH && t.kind.resource == crate::carotation::RESOURCE {
+            let patched = crate::objects::authorize(shared, user, "patch", &t)
+                .and_then(|()| crate::carotation::patch(shared, &t, &content_type, query, &body));
+            return match patched {
+                Ok(v) => json_response(200, &v),
+                Err(e) => error_response(&e),
+            };
+        }
         return match crate::objects::handle(shared, user, &method, &t, query, &body) {
             Ok((code, v)) => json_response(code, &v),
             Err(e) => error_response(&e),
@@ -350,6 +364,9 @@ fn version() -> Value {
 fn discovery(shared: &Shared, path: &str) -> Option<Value> {
     let gv = json!({"groupVersion": "certificates.k8s.io/v1", "version": "v1"});
     let coordination = json!({"groupVersion": "coordination.k8s.io/v1", "version": "v1"});
+    if let Some(d) = crate::carotation::discovery(path) {
+        return Some(d);
+    }
     match path {
         "/api" => Some(json!({
             "kind": "APIVersions", "versions": ["v1"],
@@ -368,7 +385,8 @@ fn discovery(shared: &Shared, path: &str) -> Option<Value> {
         "/apis" => Some(json!({
             "kind": "APIGroupList", "apiVersion": "v1",
             "groups": [{"name": GROUP, "versions": [gv], "preferredVersion": gv},
-                       {"name": "coordination.k8s.io", "versions": [coordination], "preferredVersion": coordination}]
+                       {"name": "coordination.k8s.io", "versions": [coordination], "preferredVersion": coordination},
+                       crate::carotation::api_group()]
         })),
         "/apis/certificates.k8s.io" => Some(json!({
             "kind": "APIGroup", "apiVersion": "v1", "name": GROUP, "versions": [gv], "preferredVersion": gv
@@ -391,7 +409,9 @@ fn discovery(shared: &Shared, path: &str) -> Option<Value> {
         "/openapi/v3" => Some(json!({"paths": {
             "apis/certificates.k8s.io/v1": {
                 "serverRelativeURL": "/openapi/v3/apis/certificates.k8s.io/v1?hash=5354414e44494e"},
-            "api/v1": {"serverRelativeURL": "/openapi/v3/api/v1?hash=5354414e44494f"}}})),
+            "api/v1": {"serverRelativeURL": "/openapi/v3/api/v1?hash=5354414e44494f"},
+            "apis/kube-cert-agent.io/v1alpha1": {
+                "serverRelativeURL": "/openapi/v3/apis/kube-cert-agent.io/v1alpha1?hash=5354414e444950"}}})),
         "/openapi/v3/api/v1" => Some(crate::core_events::openapi()),
         "/openapi/v3/apis/certificates.k8s.io/v1" => {
             let gvk = json!({"group": GROUP, "version": "v1", "kind": "CertificateSigningRequest"});

@@ -6,7 +6,7 @@ use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 
 use crate::api::{CLIENT_KUBELET, KUBELET_SERVING};
 use crate::ca::{csr_pem_to_der, parse_csr};
-use crate::state::{ApiError, Shared, GROUP, RESOURCE};
+use crate::state::{lock, ApiError, Shared, GROUP, RESOURCE};
 
 /// The authenticated requester.
 #[derive(Clone, Debug)]
@@ -45,7 +45,14 @@ pub(crate) fn authenticate(
     let mut presented = false;
     if let Some(der) = peer_cert {
         presented = true;
-        if let Ok((cn, mut groups)) = shared.ca.authenticate_client_cert(der) {
+        let cas = lock(&shared.client_cas).clone();
+        let found = if cas.is_empty() {
+            shared.ca.authenticate_client_cert(der).ok()
+        } else {
+            cas.iter()
+                .find_map(|ca| crate::ca::authenticate_client_cert(ca, der).ok())
+        };
+        if let Some((cn, mut groups)) = found {
             groups.push("system:authenticated".into());
             return Ok(User { name: cn, groups });
         }

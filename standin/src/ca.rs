@@ -135,34 +135,7 @@ impl Ca {
     /// Verifies that `der` was signed by this CA, is currently valid and (if it has an
     /// extended key usage extension) allows client auth. Returns (CN, O values).
     pub fn authenticate_client_cert(&self, der: &[u8]) -> Result<(String, Vec<String>)> {
-        let (_, ca) = parse_x509_certificate(&self.cert_der).map_err(|e| anyhow!("{e}"))?;
-        let (_, c) = parse_x509_certificate(der).map_err(|e| anyhow!("bad certificate: {e}"))?;
-        if c.issuer().as_raw() != ca.subject().as_raw() {
-            bail!("certificate signed by unknown authority");
-        }
-        c.verify_signature(Some(ca.public_key()))
-            .map_err(|_| anyhow!("certificate signed by unknown authority"))?;
-        if !c.validity().is_valid() {
-            bail!("certificate has expired or is not yet valid");
-        }
-        if let Ok(Some(eku)) = c.extended_key_usage() {
-            if !eku.value.client_auth && !eku.value.any {
-                bail!("certificate specifies an incompatible key usage");
-            }
-        }
-        let cn = c
-            .subject()
-            .iter_common_name()
-            .next()
-            .and_then(|a| a.as_str().ok())
-            .unwrap_or("")
-            .to_string();
-        let orgs = c
-            .subject()
-            .iter_organization()
-            .filter_map(|a| a.as_str().ok().map(str::to_string))
-            .collect();
-        Ok((cn, orgs))
+        authenticate_client_cert(&self.cert_der, der)
     }
 
     /// The csrsigning controller's `Sign`: subject, SANs and public key from the CSR;
@@ -238,6 +211,39 @@ impl Ca {
         };
         Ok(cert.pem())
     }
+}
+
+/// Verifies that `der` was signed by the CA `ca_der`, is currently valid and (if it has an
+/// extended key usage extension) allows client auth. Returns (CN, O values).
+pub fn authenticate_client_cert(ca_der: &[u8], der: &[u8]) -> Result<(String, Vec<String>)> {
+    let (_, ca) = parse_x509_certificate(ca_der).map_err(|e| anyhow!("{e}"))?;
+    let (_, c) = parse_x509_certificate(der).map_err(|e| anyhow!("bad certificate: {e}"))?;
+    if c.issuer().as_raw() != ca.subject().as_raw() {
+        bail!("certificate signed by unknown authority");
+    }
+    c.verify_signature(Some(ca.public_key()))
+        .map_err(|_| anyhow!("certificate signed by unknown authority"))?;
+    if !c.validity().is_valid() {
+        bail!("certificate has expired or is not yet valid");
+    }
+    if let Ok(Some(eku)) = c.extended_key_usage() {
+        if !eku.value.client_auth && !eku.value.any {
+            bail!("certificate specifies an incompatible key usage");
+        }
+    }
+    let cn = c
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|a| a.as_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let orgs = c
+        .subject()
+        .iter_organization()
+        .filter_map(|a| a.as_str().ok().map(str::to_string))
+        .collect();
+    Ok((cn, orgs))
 }
 
 /// What the API server and the controllers need from a PEM/DER CSR.

@@ -231,7 +231,12 @@ fn decide(shared: &Shared, o: &CertificateSigningRequest) -> Option<Action> {
             }
         };
         let der = csr_pem_to_der(&o.spec.request.0).expect("parsed above");
-        return match shared.ca.sign_csr(&der, &usages, duration, wrong_key) {
+        let signer = lock(&shared.signer).clone();
+        let signed = match &signer {
+            Some(ca) => ca.sign_csr(&der, &usages, duration, wrong_key),
+            None => shared.ca.sign_csr(&der, &usages, duration, wrong_key),
+        };
+        return match signed {
             Ok(pem) => Some(Action::Certificate(pem)),
             Err(e) => Some(Action::Fail(e.to_string())),
         };

@@ -13,7 +13,9 @@
 mod api;
 mod auth;
 mod ca;
+mod carotation;
 mod cluster;
+mod control_plane;
 mod controllers;
 mod core_events;
 mod csr_api;
@@ -32,7 +34,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use hyper_util::rt::TokioIo;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DistinguishedName, SignatureScheme};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls_pki_types::{CertificateDer, UnixTime};
 
 pub use api::{APISERVER_CLIENT, CLIENT_KUBELET, KUBELET_SERVING};
 pub use ca::CertAndKey;
@@ -147,14 +149,6 @@ impl ClientCertVerifier for AcceptAnyClientCert {
     }
 }
 
-fn pem_blocks(pem_text: &str) -> Result<Vec<Vec<u8>>> {
-    let mut out = vec![];
-    for p in x509_parser::pem::Pem::iter_from_buffer(pem_text.as_bytes()) {
-        out.push(p.map_err(|e| anyhow!("PEM: {e}"))?.contents);
-    }
-    Ok(out)
-}
-
 impl StandIn {
     /// Starts the server on its own tokio runtime (2 worker threads); usable from synchronous
     /// and asynchronous tests alike.
@@ -178,27 +172,16 @@ impl StandIn {
                 })?;
             tokens.insert(id.to_string(), secret.to_string());
         }
-        let serving = ca.issue(
-            "kube-apiserver",
-            &[],
-            &["localhost", "127.0.0.1", "kubernetes", "kubernetes.default"],
-            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-            Duration::from_secs(365 * 24 * 3600),
-        )?;
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let verifier = Arc::new(AcceptAnyClientCert {
             algs: provider.signature_verification_algorithms,
         });
-        let chain: Vec<CertificateDer<'static>> = pem_blocks(&serving.cert_pem)?
-            .into_iter()
-            .map(CertificateDer::from)
-            .collect();
-        let key = PrivateKeyDer::try_from(pem_blocks(&serving.key_pem)?.remove(0))
-            .map_err(|e| anyhow!("serving key: {e}"))?;
+        // Resolved per handshake: a CA rotation re-issues it (control_plane).
+        let serving = control_plane::ServingCert::new(&ca)?;
         let mut tls = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
             .with_client_cert_verifier(verifier)
-            .with_single_cert(chain, key)?;
+            .with_cert_resolver(serving.clone());
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
 
@@ -228,6 +211,10 @@ impl StandIn {
             renew_revocations: Mutex::new(vec![]),
             objects: Mutex::new(Default::default()),
             bindings: Mutex::new(vec![]),
+            client_cas: Mutex::new(vec![]),
+            signer: Mutex::new(None),
+            serving,
+            apply_owners: Mutex::new(Default::default()),
         });
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

@@ -66,6 +66,16 @@ pub const KINDS: &[Kind] = &[
         status: false,
         typed: typed::<Lease>,
     },
+    Kind {
+        prefix: crate::carotation::PREFIX,
+        group: crate::carotation::GROUP,
+        api_version: "kube-cert-agent.io/v1alpha1",
+        resource: crate::carotation::RESOURCE,
+        kind: "CARotation",
+        namespaced: false,
+        status: true,
+        typed: crate::carotation::typed,
+    },
 ];
 
 /// The stored objects, by `resource/namespace/name` (namespace empty when cluster-scoped).
@@ -115,7 +125,7 @@ pub fn parse_path(path: &str) -> Option<Target> {
     })
 }
 
-fn not_found(kind: &Kind, name: &str) -> ApiError {
+pub(crate) fn not_found(kind: &Kind, name: &str) -> ApiError {
     let what = qualified(kind);
     let mut e = ApiError::new(404, "NotFound", format!("{what} \"{name}\" not found"));
     e.name = Some(name.into());
@@ -251,7 +261,13 @@ fn decode(kind: &Kind, body: &[u8]) -> Result<Value, ApiError> {
             )));
         }
     }
-    (kind.typed)(v).map_err(|e| ApiError::bad_request(format!("error decoding request body: {e}")))
+    let v = (kind.typed)(v)
+        .map_err(|e| ApiError::bad_request(format!("error decoding request body: {e}")))?;
+    // A custom resource is checked against its CRD's schema (422), not a Go type.
+    if kind.resource == crate::carotation::RESOURCE {
+        return crate::carotation::validate(v);
+    }
+    Ok(v)
 }
 
 fn meta(v: &Value) -> ObjectMeta {
@@ -264,7 +280,7 @@ fn stamp(v: &mut Value, kind: &Kind, m: ObjectMeta) {
     v["kind"] = json!(kind.kind);
 }
 
-fn next_rv(shared: &Shared) -> String {
+pub(crate) fn next_rv(shared: &Shared) -> String {
     let mut st = lock(&shared.store);
     st.rv += 1;
     st.rv.to_string()
@@ -338,6 +354,10 @@ pub(crate) fn create(shared: &Shared, t: &Target, mut obj: Value) -> Result<Valu
     m.creation_timestamp = Some(now_time());
     m.resource_version = Some(next_rv(shared));
     m.managed_fields = None;
+    // A custom resource's status comes only through its status subresource.
+    if t.kind.resource == crate::carotation::RESOURCE {
+        obj.as_object_mut().map(|o| o.remove("status"));
+    }
     stamp(&mut obj, t.kind, m);
     objects.insert(k, obj.clone());
     Ok(obj)
@@ -429,6 +449,10 @@ pub fn discovery_resources(prefix: &str) -> Vec<Value> {
             let mut main = json!({"name": k.resource, "singularName": k.kind.to_lowercase(),
                 "namespaced": k.namespaced, "kind": k.kind,
                 "verbs": ["create", "delete", "get", "list", "update"]});
+            // CARotations take merge and apply patches (crate::carotation).
+            if k.resource == crate::carotation::RESOURCE {
+                main["verbs"] = json!(["create", "delete", "get", "list", "patch", "update"]);
+            }
             // Events also take a merge patch (crate::core_events), as kubectl's `ev`.
             if k.resource == "events" {
                 main["verbs"] = json!(["create", "delete", "get", "list", "patch", "update"]);
@@ -437,7 +461,7 @@ pub fn discovery_resources(prefix: &str) -> Vec<Value> {
             let status = k.status.then(|| {
                 json!({"name": format!("{}/status", k.resource),
                 "singularName": "", "namespaced": k.namespaced, "kind": k.kind,
-                "verbs": ["get", "update"]})
+                "verbs": if k.resource == crate::carotation::RESOURCE { json!(["get", "patch", "update"]) } else { json!(["get", "update"]) }})
             });
             std::iter::once(main).chain(status)
         })

@@ -94,6 +94,14 @@ pub struct Shared {
     pub objects: Mutex<crate::objects::Objects>,
     /// ClusterRoles bound to users or groups (crate::rbac).
     pub bindings: Mutex<crate::rbac::Bindings>,
+    /// kube-apiserver's client CA bundle (DER); empty: the cluster CA (crate::control_plane).
+    pub client_cas: Mutex<Vec<Vec<u8>>>,
+    /// kube-controller-manager's signing CA when switched from the cluster CA.
+    pub signer: Mutex<Option<Arc<Ca>>>,
+    /// The serving certificate of new TLS handshakes.
+    pub serving: Arc<crate::control_plane::ServingCert>,
+    /// Server-side apply ownership of CARotation status entries (crate::carotation).
+    pub apply_owners: Mutex<crate::carotation::Owners>,
 }
 
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
