@@ -248,6 +248,30 @@ impl ManagedDir {
         spec: FileSpec,
         noreplace: bool,
     ) -> Result<(), StoreError> {
+        self.write_file_named(name, data, spec, noreplace)?;
+        self.fsync()
+    }
+
+    /// A new version file `name` (never replacing one): temporary file, fsync, rename.
+    /// The name becomes durable with the caller's next fsync of this directory, the one
+    /// after the link swap that makes it current; see [`ManagedDir::write_version_dir`].
+    pub fn write_version_file(
+        &self,
+        name: &str,
+        data: &[u8],
+        spec: FileSpec,
+    ) -> Result<(), StoreError> {
+        self.write_file_named(name, data, spec, true)
+    }
+
+    /// [`ManagedDir::write_atomic`] up to the rename: the content is durable, the name not yet.
+    fn write_file_named(
+        &self,
+        name: &str,
+        data: &[u8],
+        spec: FileSpec,
+        noreplace: bool,
+    ) -> Result<(), StoreError> {
         let tmp = self.temp_name("file");
         let res = (|| {
             create_file(&self.fd, &tmp, data, spec)
@@ -258,8 +282,7 @@ impl ManagedDir {
                 RenameFlags::empty()
             };
             rustix::fs::renameat_with(&self.fd, tmp.as_str(), &self.fd, name, flags)
-                .map_err(|e| self.io(name, "rename", e))?;
-            self.fsync()
+                .map_err(|e| self.io(name, "rename", e))
         })();
         if res.is_err() {
             let _ = rustix::fs::unlinkat(&self.fd, tmp.as_str(), AtFlags::empty());
@@ -309,6 +332,14 @@ impl ManagedDir {
     /// it gets its name (so that a directory with a version name is always whole). The
     /// files and the directory are fsynced at once, not one after another: each must be
     /// durable before the rename either way, and concurrent fsyncs share a journal commit.
+    ///
+    /// The name itself becomes durable with the caller's next fsync of this directory: the
+    /// one after the link swap that makes the version current ([`ManagedDir::swap_symlink`]).
+    /// No fsync is needed in between for the link never to be durable without the version
+    /// it names: both are renames in this one directory, and a filesystem whose renames
+    /// survive a power cut whole (ext4's and XFS's journals, btrfs's transactions: what
+    /// the store's atomic swap relies on anyway) writes them to disk in the order they
+    /// were made. One fsync round per install fewer (README "Performance").
     pub fn write_version_dir(
         &self,
         name: &str,
@@ -354,8 +385,7 @@ impl ManagedDir {
                 name,
                 RenameFlags::NOREPLACE,
             )
-            .map_err(|e| self.io(name, "rename", e))?;
-            self.fsync()
+            .map_err(|e| self.io(name, "rename", e))
         })();
         if res.is_err() {
             let _ = self.remove_tree_now(&tmp);

@@ -73,7 +73,7 @@ pub fn install(
         let (old, _) = dir.read_beneath(&link)?;
         let stamp = naming::next_kubelet_stamp(now, &stamps);
         let file = naming::kubelet_version(base, &stamp);
-        dir.write_atomic(&file, &old, FileSpec::of(&st), true)?;
+        dir.write_version_file(&file, &old, FileSpec::of(&st))?;
         stamps.push(stamp);
         current = Some(file);
     }
@@ -87,7 +87,7 @@ pub fn install(
     };
     let stamp = naming::next_kubelet_stamp(now, &stamps);
     let file = naming::kubelet_version(base, &stamp);
-    dir.write_atomic(&file, pem, spec, true)?;
+    dir.write_version_file(&file, pem, spec)?;
     if let Err(e) = dir.swap_symlink(&naming::kubelet_current(base), &link_target(dir, &file)) {
         // Never delete what the link may still point at (if putting it back failed too).
         if current_file(dir, base).ok().flatten().as_deref() != Some(file.as_str()) {
