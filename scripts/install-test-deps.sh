@@ -30,8 +30,8 @@ fi
 command -v kubectl >/dev/null || echo "install-test-deps: note: kubectl not found; the kubectl tests will fail" >&2
 command -v cargo >/dev/null || { echo "install-test-deps: cargo is required" >&2; exit 1; }
 rustup component list --installed 2>/dev/null | grep -q clippy || rustup component add clippy rustfmt 2>/dev/null || true
-# make deb: cargo-deb (~2 to 2.5 min to build on 2 cores; only when missing).
+# make deb: cargo-deb (3 to 9 min to build on 2 cores; only when missing).
 if ! cargo deb --version >/dev/null 2>&1; then
-  echo "install-test-deps: cargo install cargo-deb --locked (about 2.5 min)" >&2
+  echo "install-test-deps: cargo install cargo-deb --locked (3 to 9 min on 2 cores)" >&2
   cargo install cargo-deb --locked --quiet
 fi
