@@ -12,6 +12,7 @@ use crate::paths::NodeRoot;
 use crate::pki::issue::{self, Ca, LeafSpec, Usage};
 use crate::pki::keygen;
 use crate::pki::policy::RenewalPolicy;
+use crate::pki::CertInfo;
 use crate::revocation::Entry;
 use crate::store::{FileSpec, Store};
 
@@ -54,7 +55,7 @@ fn ca_not_before(root: &NodeRoot, ca: &CaRef) -> Option<OffsetDateTime> {
         .certificates
         .into_iter()
         .next()?;
-    crate::pki::CertInfo::parse(&der).ok().map(|c| c.not_before)
+    CertInfo::parse(&der).ok().map(|c| c.not_before)
 }
 
 pub(super) fn load_ca(root: &NodeRoot, ca: &CaRef, now: OffsetDateTime) -> Result<Ca, String> {
@@ -233,7 +234,7 @@ pub fn rotate_or_create_kubeconfig(
         }
     };
     let current = current_kubeconfig_cert(root, &spec.path, &text);
-    let mut out = outcome(
+    let out = outcome(
         &spec.name,
         &spec.path,
         &current,
@@ -246,23 +247,13 @@ pub fn rotate_or_create_kubeconfig(
         Err(action) => return Outcome { action, ..out },
     };
     let result = (|| -> Result<Outcome, Failure> {
-        let ca = load_ca(root, &spec.ca, req.now)?;
-        let leaf = leaf_spec(
-            spec.subject.as_ref(),
-            Some(&vec![]),
-            Some(&vec![]),
-            Some(&vec![Usage::ClientAuth]),
-            spec.validity.0,
-            match &current {
-                Current::Present(c) => Some(&**c),
-                _ => None,
-            },
-            None,
-        )?;
-        let key = || keygen::generate(spec.key_type);
-        let (issued, key) = match issue_checked(&ca, leaf, revs, &reason, req, key)? {
-            Step::Issued(issued, key) => (issued, key),
-            Step::Stop(action) => {
+        let template = match &current {
+            Current::Present(c) => Some(&**c),
+            _ => None,
+        };
+        let (ca, issued, key) = match issue_client(root, spec, template, revs, &reason, req)? {
+            Ok(issued) => issued,
+            Err(action) => {
                 return Ok(Outcome {
                     action,
                     ..out.clone()
@@ -282,21 +273,9 @@ pub fn rotate_or_create_kubeconfig(
         store
             .write_file(&spec.path, new_text.as_bytes(), FileSpec::KEY)
             .map_err(|e| Failure::transient(e.to_string()))?;
-        Ok(Outcome {
-            action: Action::Rotated(reason.clone()),
-            after: Some((issued.info.serial.clone(), issued.info.not_after)),
-            warnings: ca_warnings(&ca, &issued, req.now),
-            ..out.clone()
-        })
+        Ok(written(&out, &reason, &ca, &issued, req.now))
     })();
-    match result {
-        Ok(o) => o,
-        Err(e) => {
-            out.action = Action::Failed(e);
-            out.detail = None; // "created: ..." only when it was
-            out
-        }
-    }
+    settle(out, result)
 }
 
 /// A missing kubeconfig, on a node where it belongs: a client certificate from the CA for
@@ -339,20 +318,9 @@ fn create_kubeconfig(
                     spec.path.display()
                 )
             })?;
-        let ca = load_ca(root, &spec.ca, req.now)?;
-        let leaf = leaf_spec(
-            spec.subject.as_ref(),
-            Some(&vec![]),
-            Some(&vec![]),
-            Some(&vec![Usage::ClientAuth]),
-            spec.validity.0,
-            None,
-            None,
-        )?;
-        let key = || keygen::generate(spec.key_type);
-        let (issued, key) = match issue_checked(&ca, leaf, revs, &reason, req, key)? {
-            Step::Issued(issued, key) => (issued, key),
-            Step::Stop(action) => {
+        let (ca, issued, key) = match issue_client(root, spec, None, revs, &reason, req)? {
+            Ok(issued) => issued,
+            Err(action) => {
                 return Ok(Outcome {
                     action,
                     ..out.clone()
@@ -371,18 +339,65 @@ fn create_kubeconfig(
         store
             .write_file(&spec.path, text.as_bytes(), FileSpec::KEY)
             .map_err(|e| Failure::transient(e.to_string()))?;
-        Ok(Outcome {
-            action: Action::Rotated(reason.clone()),
-            after: Some((issued.info.serial.clone(), issued.info.not_after)),
-            warnings: ca_warnings(&ca, &issued, req.now),
-            ..out.clone()
-        })
+        Ok(written(&out, &reason, &ca, &issued, req.now))
     })();
+    settle(out, result)
+}
+
+/// The signing CA, the checked certificate and its key.
+type ClientIssued = (Ca, Box<issue::Issued>, rcgen::KeyPair);
+
+/// A kubeconfig's client certificate and key, from its CA, for clientAuth only (the
+/// current certificate's subject where the config gives none). `Ok(Err(action))`: the
+/// issuance stopped there (still revoked, or a dry run).
+fn issue_client(
+    root: &NodeRoot,
+    spec: &KubeconfigSpec,
+    template: Option<&CertInfo>,
+    revs: &[Entry],
+    reason: &Reason,
+    req: Request,
+) -> Result<Result<ClientIssued, Action>, Failure> {
+    let ca = load_ca(root, &spec.ca, req.now)?;
+    let leaf = leaf_spec(
+        spec.subject.as_ref(),
+        Some(&vec![]),
+        Some(&vec![]),
+        Some(&vec![Usage::ClientAuth]),
+        spec.validity.0,
+        template,
+        None,
+    )?;
+    let key = || keygen::generate(spec.key_type);
+    Ok(match issue_checked(&ca, leaf, revs, reason, req, key)? {
+        Step::Issued(issued, key) => Ok((ca, issued, key)),
+        Step::Stop(action) => Err(action),
+    })
+}
+
+/// The outcome once a kubeconfig with its new client certificate is written.
+fn written(
+    out: &Outcome,
+    reason: &Reason,
+    ca: &Ca,
+    issued: &issue::Issued,
+    now: OffsetDateTime,
+) -> Outcome {
+    Outcome {
+        action: Action::Rotated(reason.clone()),
+        after: Some((issued.info.serial.clone(), issued.info.not_after)),
+        warnings: ca_warnings(ca, issued, now),
+        ..out.clone()
+    }
+}
+
+/// A kubeconfig's result: a failure keeps what was read ("created: ..." only when it was).
+fn settle(mut out: Outcome, result: Result<Outcome, Failure>) -> Outcome {
     match result {
         Ok(o) => o,
         Err(e) => {
             out.action = Action::Failed(e);
-            out.detail = None; // "created: ..." only when it was
+            out.detail = None;
             out
         }
     }
