@@ -35,7 +35,7 @@ pub(super) fn issue_checked(
     key: impl FnOnce() -> Result<rcgen::KeyPair, String>,
 ) -> Result<Step, String> {
     floor_for(revs, &mut leaf, req.now);
-    if let Some(blocked) = blocked_by(revs, &future_identity(&leaf, req.now), req.now) {
+    if let Some(blocked) = blocked_by(revs, &future_identity(&leaf, req.now)) {
         return Ok(Step::Stop(blocked));
     }
     if req.dry_run {

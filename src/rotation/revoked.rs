@@ -19,8 +19,9 @@ pub(super) fn revoked_by(revs: &[Entry], current: &Current) -> Option<String> {
 }
 
 /// An entry that would revoke the certificate a renewal is about to issue: renewing would
-/// loop, so the operator is told how to fix the entry instead.
-pub(super) fn blocked_by(revs: &[Entry], future: &Identity, now: OffsetDateTime) -> Option<Action> {
+/// loop, so the operator is told how to fix the entry instead. The words are the journal's
+/// key for this state (one line per change), so nothing in them changes between rescans.
+pub(super) fn blocked_by(revs: &[Entry], future: &Identity) -> Option<Action> {
     let e = revocation::first_match(revs, future)?;
     let why = match e.not_before {
         None => {
@@ -30,12 +31,11 @@ pub(super) fn blocked_by(revs: &[Entry], future: &Identity, now: OffsetDateTime)
     };
     Some(Action::Blocked {
         entry: format!(
-            "revocation {} ({}) in {}: {why}; set its notBefore to the time of the revocation (for example \"{}\") \
-             to revoke only what was issued before it",
+            "revocation {} ({}) in {}: {why}; set its notBefore to the time of the revocation (RFC 3339, as \
+             `date -u +%FT%TZ` prints it) to revoke only what was issued before it",
             e.id(),
             e.describe(),
             e.source,
-            rfc3339(now)
         ),
         until: None,
     })
@@ -131,7 +131,7 @@ pub(super) fn kubelet_blocked(
                 request_at = request_at.max(cutoff + backdate);
                 waited_for = Some(e);
             }
-            _ => return blocked_by(revs, &at(request_at), now),
+            _ => return blocked_by(revs, &at(request_at)),
         }
     }
     let e = waited_for?;
