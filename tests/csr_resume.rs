@@ -21,16 +21,7 @@ const LINK: &str = "/var/lib/kubelet/pki/kubelet-client-current.pem";
 /// nothing by itself.
 fn node(api: &StandIn) -> NodeTree {
     api.set_never_approve(true);
-    let node = NodeTree::new();
-    api.write_bootstrap_kubeconfig(&node.path("/var/lib/kubelet/bootstrap-kubeconfig"))
-        .unwrap();
-    std::fs::write(
-        node.path("/etc/kube-cert-agent/config.yaml"),
-        "apiVersion: kube-cert-agent.io/v1alpha1\nkind: AgentConfiguration\nnodeName: node-1\n\
-         kubelet:\n  serving: {enabled: false}\n  csrTimeout: 10m\n",
-    )
-    .unwrap();
-    node
+    NodeTree::kubelet_client_node(api, "10m")
 }
 
 fn client_csrs(api: &StandIn) -> Vec<CertificateSigningRequest> {

@@ -7,7 +7,7 @@
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use support::openssl::{self, Key};
 use support::NodeTree;
@@ -19,23 +19,6 @@ const KUBECONFIGS: [&str; 4] = [
     "controller-manager.conf",
     "scheduler.conf",
 ];
-
-fn shipped_config() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/kube-cert-agent/config.yaml")
-}
-
-fn agent(node: &NodeTree, args: &[&str]) -> (i32, String) {
-    let config = shipped_config();
-    let mut a = vec!["--config", config.to_str().unwrap()];
-    a.extend_from_slice(args);
-    let out = node.agent(&a);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().expect("exited"), text)
-}
 
 fn kubectl(kubeconfig: &Path, jsonpath: &str) -> String {
     let out = std::process::Command::new("kubectl")
@@ -71,7 +54,7 @@ fn missing_kubeconfigs_on_a_control_plane_node_are_created_as_kubeadm_makes_them
          apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\nclusterName: prod\ncontrolPlaneEndpoint: api.example\n",
     )
     .unwrap();
-    let (code, text) = agent(&node, &["check"]);
+    let (code, text) = node.agent_shipped(&["check"]);
     assert_eq!(code, 2, "{text}");
     assert!(
         text.contains("missing: admin.conf is configured: a control-plane node: its CA key /etc/kubernetes/pki/ca.key is here; `kube-cert-agent rotate` creates it"),
@@ -80,10 +63,10 @@ fn missing_kubeconfigs_on_a_control_plane_node_are_created_as_kubeadm_makes_them
 
     let mut args = vec!["rotate"];
     args.extend(KUBECONFIGS);
-    let (code, text) = agent(&node, &args);
+    let (code, text) = node.agent_shipped(&args);
     assert_eq!(code, 0, "{text}");
     // The next look (not forced) finds them valid: created once.
-    let (_, again) = agent(&node, &["rotate", "--dry-run"]);
+    let (_, again) = node.agent_shipped(&["rotate", "--dry-run"]);
 
     let want = [
         // (file, user = CN, organisation, server)
@@ -177,7 +160,7 @@ fn on_a_worker_no_kubeconfig_is_created() {
     std::fs::copy(&ca.cert, node.path(&format!("{PKI}/ca.crt"))).unwrap();
     let mut args = vec!["rotate"];
     args.extend(KUBECONFIGS);
-    let (code, text) = agent(&node, &args);
+    let (code, text) = node.agent_shipped(&args);
     assert_eq!(code, 0, "{text}");
     for file in KUBECONFIGS {
         assert!(

@@ -5,8 +5,6 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-
 use support::openssl::{self, Key, Leaf};
 use support::NodeTree;
 
@@ -20,23 +18,6 @@ const SEVEN: [&str; 7] = [
     "etcd-peer",
     "etcd-healthcheck-client",
 ];
-
-fn shipped_config() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/kube-cert-agent/config.yaml")
-}
-
-fn agent(node: &NodeTree, args: &[&str]) -> (i32, String) {
-    let config = shipped_config();
-    let mut a = vec!["--config", config.to_str().unwrap()];
-    a.extend_from_slice(args);
-    let out = node.agent(&a);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().expect("exited"), text)
-}
 
 /// The node name the agent uses with `nodeName: ""`: the host name, lower case.
 fn host_name() -> String {
@@ -66,7 +47,7 @@ fn the_shipped_config_issues_the_kubeadm_set_on_a_node_with_only_the_cas() {
         "apiVersion: kubeadm.k8s.io/v1beta4\nkind: InitConfiguration\nlocalAPIEndpoint:\n  advertiseAddress: 192.168.5.5\n  bindPort: 6443\n",
     )
     .unwrap();
-    let (code, text) = agent(&node, &["check"]);
+    let (code, text) = node.agent_shipped(&["check"]);
     assert_eq!(code, 2, "missing certificates that belong here: {text}");
     assert!(
         text.contains("MISSING (configured, belongs on this node"),
@@ -79,7 +60,7 @@ fn the_shipped_config_issues_the_kubeadm_set_on_a_node_with_only_the_cas() {
 
     let mut args = vec!["rotate"];
     args.extend(SEVEN);
-    let (code, text) = agent(&node, &args);
+    let (code, text) = node.agent_shipped(&args);
     assert_eq!(code, 0, "{text}");
     for n in SEVEN {
         assert!(
@@ -146,7 +127,7 @@ fn the_shipped_config_issues_the_kubeadm_set_on_a_node_with_only_the_cas() {
 
     // A renewal keeps what the certificate says (kubeadm certs renew), profile or not.
     let before = openssl::view(&pki.join("etcd/server.crt"));
-    let (code, text) = agent(&node, &["rotate", "etcd-server"]);
+    let (code, text) = node.agent_shipped(&["rotate", "etcd-server"]);
     assert_eq!(code, 0, "{text}");
     let after = openssl::view(&pki.join("etcd/server.crt"));
     assert_ne!(before.serial, after.serial);
@@ -188,7 +169,7 @@ fn worker() -> NodeTree {
 #[test]
 fn on_a_worker_the_unedited_config_creates_nothing_and_reports_no_error() {
     let node = worker();
-    let (code, text) = agent(&node, &["check"]);
+    let (code, text) = node.agent_shipped(&["check"]);
     assert_eq!(code, 0, "{text}");
     assert!(
         text.contains("NOT ON THIS NODE (11 configured, absent, not created here; not an error)"),
@@ -208,7 +189,7 @@ fn on_a_worker_the_unedited_config_creates_nothing_and_reports_no_error() {
     let mut args = vec!["rotate"];
     args.extend(SEVEN);
     args.extend(["admin.conf", "scheduler.conf"]);
-    let (code, text) = agent(&node, &args);
+    let (code, text) = node.agent_shipped(&args);
     assert_eq!(code, 0, "{text}");
     assert_eq!(
         text.matches(": absent, not created: not a control-plane node")
@@ -226,10 +207,10 @@ fn on_a_worker_the_unedited_config_creates_nothing_and_reports_no_error() {
         "",
     )
     .unwrap();
-    let (code, text) = agent(&node, &["rotate", "front-proxy-client"]);
+    let (code, text) = node.agent_shipped(&["rotate", "front-proxy-client"]);
     assert_eq!(code, 4, "{text}");
     assert!(text.contains("front-proxy-client: FAILED: "), "{text}");
-    let (code, _) = agent(&node, &["check"]);
+    let (code, _) = node.agent_shipped(&["check"]);
     assert_eq!(code, 2);
 }
 
@@ -237,7 +218,7 @@ fn on_a_worker_the_unedited_config_creates_nothing_and_reports_no_error() {
 fn before_kubeadm_join_the_kubelet_certificates_are_listed_not_errors() {
     // The package installed on a machine that is not a node yet: no kubelet set up.
     let node = NodeTree::new();
-    let (code, text) = agent(&node, &["check"]);
+    let (code, text) = node.agent_shipped(&["check"]);
     assert_eq!(code, 0, "{text}");
     assert!(
         text.contains("NOT ON THIS NODE (13 configured, absent, not created here; not an error)"),
@@ -250,7 +231,7 @@ fn before_kubeadm_join_the_kubelet_certificates_are_listed_not_errors() {
     // `kubeadm join` writes the bootstrap kubeconfig: from then on a missing kubelet
     // certificate is an error that names what obtains it.
     std::fs::write(node.path("/var/lib/kubelet/bootstrap-kubeconfig"), "").unwrap();
-    let (code, text) = agent(&node, &["check"]);
+    let (code, text) = node.agent_shipped(&["check"]);
     assert_eq!(code, 2, "{text}");
     assert!(
         text.contains("missing: kubelet-client is configured: the kubelet is set up here (/var/lib/kubelet/bootstrap-kubeconfig exists)"),

@@ -22,16 +22,7 @@ const CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
 const T: Duration = Duration::from_secs(60);
 
 fn node_for(api: &StandIn) -> NodeTree {
-    let node = NodeTree::new();
-    api.write_bootstrap_kubeconfig(&node.path("/var/lib/kubelet/bootstrap-kubeconfig"))
-        .unwrap();
-    std::fs::write(
-        node.path("/etc/kube-cert-agent/config.yaml"),
-        "apiVersion: kube-cert-agent.io/v1alpha1\nkind: AgentConfiguration\nnodeName: node-1\n\
-         kubelet:\n  serving: {enabled: false}\n  csrTimeout: 30s\n",
-    )
-    .unwrap();
-    node
+    NodeTree::kubelet_client_node(api, "30s")
 }
 
 fn text(out: &std::process::Output) -> String {

@@ -415,18 +415,7 @@ fn discovery(shared: &Shared, path: &str) -> Option<Value> {
         "/openapi/v3/api/v1" => Some(crate::core_events::openapi()),
         "/openapi/v3/apis/certificates.k8s.io/v1" => {
             let gvk = json!({"group": GROUP, "version": "v1", "kind": "CertificateSigningRequest"});
-            let params = json!([
-                {"name": "dryRun", "in": "query", "schema": {"type": "string"}, "uniqueItems": true},
-                {"name": "fieldManager", "in": "query", "schema": {"type": "string"}, "uniqueItems": true},
-                {"name": "fieldValidation", "in": "query", "schema": {"type": "string"}, "uniqueItems": true}
-            ]);
-            let op = |id: &str, action: &str| {
-                json!({
-                    "operationId": id, "x-kubernetes-action": action,
-                    "x-kubernetes-group-version-kind": gvk, "parameters": params,
-                    "responses": {"200": {"description": "OK"}}
-                })
-            };
+            let op = |id: &str, action: &str| openapi_op(&gvk, id, action);
             Some(json!({
                 "openapi": "3.0.0",
                 "info": {"title": "Kubernetes (stand-in)", "version": "v1.32.0"},
@@ -569,4 +558,19 @@ pub(crate) fn field_terms(
         }
     }
     Ok(terms)
+}
+
+/// One OpenAPI v3 operation as kube-apiserver publishes it: enough for kubectl to learn
+/// that the server validates fields (`fieldValidation`) for `gvk`.
+pub(crate) fn openapi_op(gvk: &Value, id: &str, action: &str) -> Value {
+    json!({
+        "operationId": id, "x-kubernetes-action": action,
+        "x-kubernetes-group-version-kind": gvk,
+        "parameters": [
+            {"name": "dryRun", "in": "query", "schema": {"type": "string"}, "uniqueItems": true},
+            {"name": "fieldManager", "in": "query", "schema": {"type": "string"}, "uniqueItems": true},
+            {"name": "fieldValidation", "in": "query", "schema": {"type": "string"}, "uniqueItems": true}
+        ],
+        "responses": {"200": {"description": "OK"}}
+    })
 }

@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::{json, Map, Value};
 
+use crate::api::openapi_op;
 use crate::objects::{self, Target};
 use crate::state::{lock, ApiError, Shared};
 
@@ -399,18 +400,7 @@ pub fn discovery(path: &str) -> Option<Value> {
         })),
         "/openapi/v3/apis/kube-cert-agent.io/v1alpha1" => {
             let gvk = json!({"group": GROUP, "version": "v1alpha1", "kind": "CARotation"});
-            let params = json!([
-                {"name": "dryRun", "in": "query", "schema": {"type": "string"}, "uniqueItems": true},
-                {"name": "fieldManager", "in": "query", "schema": {"type": "string"}, "uniqueItems": true},
-                {"name": "fieldValidation", "in": "query", "schema": {"type": "string"}, "uniqueItems": true}
-            ]);
-            let op = |id: &str, action: &str| {
-                json!({
-                    "operationId": id, "x-kubernetes-action": action,
-                    "x-kubernetes-group-version-kind": gvk, "parameters": params,
-                    "responses": {"200": {"description": "OK"}}
-                })
-            };
+            let op = |id: &str, action: &str| openapi_op(&gvk, id, action);
             Some(json!({
                 "openapi": "3.0.0",
                 "info": {"title": "Kubernetes (stand-in)", "version": "v1.32.0"},

@@ -15,7 +15,9 @@ use http::{header, Method, Request, Response};
 use k8s_openapi::api::core::v1::Event;
 use serde_json::{json, Value};
 
-use crate::api::{error_response, field_terms, human_duration, json_response, read_body, Body};
+use crate::api::{
+    error_response, field_terms, human_duration, json_response, openapi_op, read_body, Body,
+};
 use crate::auth::User;
 use crate::objects::{self, Target};
 use crate::state::{age_of, lock, ApiError, Shared};
@@ -327,18 +329,7 @@ fn table(rv: u64, items: &[Event]) -> Value {
 /// Just enough OpenAPI v3 for kubectl to learn that the server validates fields on events.
 pub fn openapi() -> Value {
     let gvk = json!({"group": "", "version": "v1", "kind": "Event"});
-    let params = json!([
-        {"name": "dryRun", "in": "query", "schema": {"type": "string"}, "uniqueItems": true},
-        {"name": "fieldManager", "in": "query", "schema": {"type": "string"}, "uniqueItems": true},
-        {"name": "fieldValidation", "in": "query", "schema": {"type": "string"}, "uniqueItems": true}
-    ]);
-    let op = |id: &str, action: &str| {
-        json!({
-            "operationId": id, "x-kubernetes-action": action,
-            "x-kubernetes-group-version-kind": gvk, "parameters": params,
-            "responses": {"200": {"description": "OK"}}
-        })
-    };
+    let op = |id: &str, action: &str| openapi_op(&gvk, id, action);
     json!({
         "openapi": "3.0.0",
         "info": {"title": "Kubernetes (stand-in)", "version": "v1.32.0"},

@@ -44,6 +44,41 @@ impl NodeTree {
         cmd.output().expect("run kube-cert-agent")
     }
 
+    /// Run the agent with the shipped, unedited config (etc/kube-cert-agent/config.yaml):
+    /// its exit code and everything it printed.
+    pub fn agent_shipped(&self, args: &[&str]) -> (i32, String) {
+        let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/kube-cert-agent/config.yaml");
+        let mut a = vec!["--config", config.to_str().unwrap()];
+        a.extend_from_slice(args);
+        let out = self.agent(&a);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code().expect("exited"), text)
+    }
+
+    /// A worker named node-1 that bootstraps its kubelet client certificate (serving off)
+    /// from `api`'s bootstrap token, waiting at most `csr_timeout` for a CSR.
+    pub fn kubelet_client_node(
+        api: &kube_standin_apiserver::StandIn,
+        csr_timeout: &str,
+    ) -> NodeTree {
+        let node = NodeTree::new();
+        api.write_bootstrap_kubeconfig(&node.path("/var/lib/kubelet/bootstrap-kubeconfig"))
+            .unwrap();
+        std::fs::write(
+            node.path("/etc/kube-cert-agent/config.yaml"),
+            format!(
+                "apiVersion: kube-cert-agent.io/v1alpha1\nkind: AgentConfiguration\nnodeName: node-1\n\
+                 kubelet:\n  serving: {{enabled: false}}\n  csrTimeout: {csr_timeout}\n"
+            ),
+        )
+        .unwrap();
+        node
+    }
+
     /// `check --output json`, parsed; also returns the exit code.
     pub fn check_json(&self, extra: &[&str]) -> (i32, Vec<serde_json::Value>) {
         let mut args = vec!["check", "--output", "json"];
