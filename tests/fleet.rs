@@ -119,7 +119,7 @@ fn an_api_outage_is_retried_without_a_wave_and_nothing_expires() {
 fn the_daemon_makes_an_expired_kubelet_certificate_wait_its_turn() {
     use kube_standin_apiserver::{Options, StandIn};
     use support::daemon::Daemon;
-    use support::{openssl, NodeTree};
+    use support::NodeTree;
     const T: std::time::Duration = std::time::Duration::from_secs(30);
 
     let api = StandIn::start(Options::default()).expect("stand-in starts");
@@ -135,29 +135,7 @@ fn the_daemon_makes_an_expired_kubelet_certificate_wait_its_turn() {
     let out = node.agent(&["rotate", "kubelet-client"]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     // Replace it with an expired one for the same node from the cluster CA.
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("ca.crt"), api.ca_pem()).unwrap();
-    std::fs::write(dir.path().join("ca.key"), api.ca_key_pem()).unwrap();
-    let ca = openssl::Pair {
-        cert: dir.path().join("ca.crt"),
-        key: dir.path().join("ca.key"),
-    };
-    let old = openssl::leaf(
-        dir.path(),
-        "old",
-        &ca,
-        &openssl::Leaf {
-            subject: "/O=system:nodes/CN=system:node:node-1",
-            eku: "clientAuth",
-            dates: Some(("20200101000000Z", "20200105000000Z")),
-            ..Default::default()
-        },
-    );
-    let mut pem = std::fs::read(&old.cert).unwrap();
-    pem.extend(std::fs::read(&old.key).unwrap());
-    let link = node.path("/var/lib/kubelet/pki/kubelet-client-current.pem");
-    let target = std::fs::read_link(&link).unwrap();
-    std::fs::write(node.path(target.to_str().unwrap()), pem).unwrap();
+    node.expire_kubelet_client(&api);
     let csrs = api.list().len();
 
     let started = time::OffsetDateTime::now_utc();

@@ -255,28 +255,7 @@ fn an_expired_client_certificate_logs_in_again_with_the_token() {
     );
     // Replace the current certificate with an expired one for the same node, from the
     // cluster CA, with its key in the same PEM.
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("ca.crt"), s.api.ca_pem()).unwrap();
-    std::fs::write(dir.path().join("ca.key"), s.api.ca_key_pem()).unwrap();
-    let ca = openssl::Pair {
-        cert: dir.path().join("ca.crt"),
-        key: dir.path().join("ca.key"),
-    };
-    let old = openssl::leaf(
-        dir.path(),
-        "old",
-        &ca,
-        &openssl::Leaf {
-            subject: "/O=system:nodes/CN=system:node:node-1",
-            eku: "clientAuth",
-            dates: Some(("20200101000000Z", "20200105000000Z")),
-            ..Default::default()
-        },
-    );
-    let mut pem = std::fs::read(&old.cert).unwrap();
-    pem.extend(std::fs::read(&old.key).unwrap());
-    let target = std::fs::read_link(s.node.path(CLIENT_PEM)).unwrap();
-    std::fs::write(s.node.path(target.to_str().unwrap()), pem).unwrap();
+    s.node.expire_kubelet_client(&s.api);
     // `repair` re-bootstraps an expired client certificate with the token.
     let out = s.node.agent(&["repair"]);
     let t = text(&out);

@@ -79,6 +79,34 @@ impl NodeTree {
         node
     }
 
+    /// Replace the kubelet client certificate (the file behind
+    /// `kubelet-client-current.pem`) with one from `api`'s CA for node-1 that expired in 2020.
+    pub fn expire_kubelet_client(&self, api: &kube_standin_apiserver::StandIn) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.crt"), api.ca_pem()).unwrap();
+        std::fs::write(dir.path().join("ca.key"), api.ca_key_pem()).unwrap();
+        let ca = openssl::Pair {
+            cert: dir.path().join("ca.crt"),
+            key: dir.path().join("ca.key"),
+        };
+        let old = openssl::leaf(
+            dir.path(),
+            "old",
+            &ca,
+            &openssl::Leaf {
+                subject: "/O=system:nodes/CN=system:node:node-1",
+                eku: "clientAuth",
+                dates: Some(("20200101000000Z", "20200105000000Z")),
+                ..Default::default()
+            },
+        );
+        let mut pem = std::fs::read(&old.cert).unwrap();
+        pem.extend(std::fs::read(&old.key).unwrap());
+        let link = self.path("/var/lib/kubelet/pki/kubelet-client-current.pem");
+        let target = std::fs::read_link(&link).unwrap();
+        std::fs::write(self.path(target.to_str().unwrap()), pem).unwrap();
+    }
+
     /// `check --output json`, parsed; also returns the exit code.
     pub fn check_json(&self, extra: &[&str]) -> (i32, Vec<serde_json::Value>) {
         let mut args = vec!["check", "--output", "json"];
