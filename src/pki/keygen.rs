@@ -45,12 +45,21 @@ pub fn generate(key_type: KeyType) -> Result<rcgen::KeyPair, String> {
         KeyType::EcdsaP256 => KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256),
         KeyType::EcdsaP384 => KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384),
     };
-    pair.map_err(|e| format!("cannot generate a {} key: {e}", key_type.name()))
+    let pair = pair.map_err(|e| format!("cannot generate a {} key: {e}", key_type.name()))?;
+    // The store checks the new pair before installing it: no need to load the key again.
+    super::key::remember(
+        pair.serialized_der(),
+        rcgen::PublicKeyData::der_bytes(&pair),
+    );
+    Ok(pair)
 }
 
 /// Load a private key (PKCS#1, SEC1 or PKCS#8 PEM/DER) for signing.
 pub fn load(key: &rustls_pki_types::PrivateKeyDer<'_>) -> Result<rcgen::KeyPair, String> {
-    rcgen::KeyPair::try_from(key).map_err(|e| format!("private key cannot be loaded ({e})"))
+    let pair =
+        rcgen::KeyPair::try_from(key).map_err(|e| format!("private key cannot be loaded ({e})"))?;
+    super::key::remember(key.secret_der(), rcgen::PublicKeyData::der_bytes(&pair));
+    Ok(pair)
 }
 
 #[cfg(test)]
