@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 use super::{actions_of, schedule, Agent, Pending};
 use crate::config::Action;
 use crate::lifecycle::{spread, Event, Observation};
-use crate::rotation::{self, plan::rfc3339, Outcome, Request};
+use crate::rotation::{self, plan::rfc3339, Outcome, Request, Worker};
 use crate::service::actions;
 use crate::service::notify as sd;
 
@@ -57,7 +57,14 @@ impl Agent {
         };
         // CSR progress, revocation entries that failed to parse, CRLs written: worth seeing.
         let progress = |m: &str| tracing::info!("{m}");
-        let rotation = rotation::rotate(&self.root, &self.config, names, req, &progress);
+        let rotation = rotation::rotate(
+            &self.root,
+            &self.config,
+            names,
+            req,
+            Worker::Pool,
+            &progress,
+        );
         crate::kubelet::notice::observed(self.csr_sink(), rotation).await
     }
 

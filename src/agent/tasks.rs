@@ -8,7 +8,7 @@ use super::{Agent, TaskMsg};
 use crate::kubelet::notice::CsrNotice;
 use crate::lifecycle::Event;
 use crate::pki::csr::KubeletCert;
-use crate::rotation::{self, Request};
+use crate::rotation::{self, Request, Worker};
 
 impl Agent {
     /// Renew the kubelet certificates `names` (client first: a serving CSR may need it) in
@@ -63,8 +63,14 @@ impl Agent {
                 };
                 // CSR progress is worth seeing as it happens.
                 let progress = |m: &str| tracing::info!("{m}");
-                let rotation =
-                    rotation::rotate(&root, &config, std::slice::from_ref(&name), req, &progress);
+                let rotation = rotation::rotate(
+                    &root,
+                    &config,
+                    std::slice::from_ref(&name),
+                    req,
+                    Worker::Pool,
+                    &progress,
+                );
                 let outcomes = crate::kubelet::notice::observed(sink.clone(), rotation).await;
                 for o in outcomes {
                     if tx.send(TaskMsg::Outcome(Box::new(o), why.clone())).is_err() {

@@ -323,7 +323,15 @@ fn rotate_here(
         .build()
         .map_err(Fatal::failure)?;
     let progress = |msg: &str| eprintln!("{msg}");
-    let outcomes = runtime.block_on(crate::rotation::rotate(root, config, names, req, &progress));
+    let rotation = crate::rotation::rotate(
+        root,
+        config,
+        names,
+        req,
+        crate::rotation::Worker::Caller,
+        &progress,
+    );
+    let outcomes = runtime.block_on(rotation);
     Ok((runtime, outcomes))
 }
 

@@ -145,6 +145,17 @@ pub fn kubelet_kinds(config: &Config) -> Vec<KubeletCert> {
     }
 }
 
+/// Where a local-CA rotation (key generation, signing, the install's fsyncs) runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Worker {
+    /// On tokio's blocking pool: the daemon's loop keeps answering meanwhile.
+    Pool,
+    /// On the calling thread: a command with nothing else to serve (`rotate`, `repair`).
+    /// A whole `rotate` then starts no thread and waits for no hand-off between threads
+    /// (README "Performance").
+    Caller,
+}
+
 /// Rotate `names` (forced), or with `names` empty every managed certificate that is due.
 /// Kubelet certificates go through the API server; the client certificate first, since a
 /// serving CSR may need it.
@@ -153,6 +164,7 @@ pub async fn rotate(
     config: &Config,
     names: &[String],
     req: Request,
+    worker: Worker,
     progress: Progress<'_>,
 ) -> Vec<Outcome> {
     let store = Store::new(root.clone(), config.history);
@@ -188,7 +200,7 @@ pub async fn rotate(
         let (root, store, c, revs) = (root.clone(), store.clone(), c.clone(), revs.clone());
         let (name, path) = (c.name.clone(), c.cert.clone());
         let task = move || rotate_certificate(&root, &store, &policy, &c, req, &revs, created);
-        out.push(blocking(name, path, task).await);
+        out.push(blocking(worker, name, path, task).await);
     }
     for k in config.kubeconfigs.iter().filter(|k| wanted(&k.name)) {
         let created = facts.as_ref().map(|f| {
@@ -199,7 +211,7 @@ pub async fn rotate(
         let (name, path) = (k.name.clone(), k.path.clone());
         let task =
             move || rotate_or_create_kubeconfig(&root, &store, &policy, &k, req, &revs, created);
-        out.push(blocking(name, path, task).await);
+        out.push(blocking(worker, name, path, task).await);
     }
     let replaced: Vec<crl::Replaced> = out
         .iter()
@@ -233,13 +245,17 @@ pub async fn rotate(
     out
 }
 
-/// Run a local-CA rotation off the async threads: key generation (RSA-4096: most of a
-/// second) must not stall the daemon's loop.
+/// Run a local-CA rotation where `worker` says: in the daemon, off the async thread (key
+/// generation, RSA-4096: most of a second, must not stall the loop).
 async fn blocking(
+    worker: Worker,
     name: String,
     path: PathBuf,
     task: impl FnOnce() -> Outcome + Send + 'static,
 ) -> Outcome {
+    if worker == Worker::Caller {
+        return task();
+    }
     match tokio::task::spawn_blocking(task).await {
         Ok(o) => o,
         Err(e) => Outcome {
