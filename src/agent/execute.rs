@@ -147,6 +147,9 @@ impl Agent {
             self.rotate(&local, forced, false).await
         };
         self.apply(&outcomes, why).await;
+        if !outcomes.is_empty() {
+            crate::service::memory::give_back();
+        }
         outcomes
     }
 

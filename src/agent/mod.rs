@@ -121,6 +121,7 @@ struct Agent {
 
 /// `kube-cert-agent run`.
 pub fn run(root: NodeRoot, config_path: Option<&Path>) -> Result<ExitCode, Fatal> {
+    crate::service::memory::one_arena();
     let sink = crate::service::logging::init();
     let config = config::load(config_path, &root).map_err(Fatal::config)?;
     actions::validate_config(&config).map_err(|e| Fatal::config(anyhow::anyhow!(e)))?;
@@ -134,6 +135,9 @@ pub fn run(root: NodeRoot, config_path: Option<&Path>) -> Result<ExitCode, Fatal
         .unwrap_or_else(|| root.host_path(Path::new(config::DEFAULT_CONFIG_PATH)));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        // The blocking thread (rotations) stops after 10 s without work: what it freed is
+        // given back then.
+        .on_thread_stop(crate::service::memory::give_back)
         .build()
         .map_err(Fatal::failure)?;
     tracing::info!(

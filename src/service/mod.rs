@@ -4,5 +4,6 @@
 pub mod actions;
 pub mod control;
 pub mod logging;
+pub mod memory;
 pub mod notify;
 pub mod state;
