@@ -6,17 +6,9 @@
 mod support;
 
 use kube_standin_apiserver::{Options, StandIn};
-use support::{openssl, NodeTree};
+use support::{openssl, text, NodeTree};
 
 const CLIENT_PEM: &str = "/var/lib/kubelet/pki/kubelet-client-current.pem";
-
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 fn config(node: &NodeTree, cluster: bool) {
     std::fs::write(
@@ -30,8 +22,7 @@ fn config(node: &NodeTree, cluster: bool) {
 }
 
 fn serial(node: &NodeTree) -> String {
-    let target = std::fs::read_link(node.path(CLIENT_PEM)).unwrap();
-    openssl::view(&node.path(target.to_str().unwrap())).serial
+    openssl::view(&node.resolved(CLIENT_PEM)).serial
 }
 
 #[test]

@@ -6,13 +6,13 @@
 
 mod support;
 
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kube_standin_apiserver::{Options, StandIn, KUBELET_SERVING};
 use support::daemon::{key_matches, serial_of, wait_until, Daemon};
-use support::{openssl, NodeTree};
+use support::{openssl, text, NodeTree};
 
 const T: Duration = Duration::from_secs(30);
 const SERVING_PEM: &str = "/var/lib/kubelet/pki/kubelet-server-current.pem";
@@ -52,14 +52,6 @@ fn node_with_both_certificates(api: &StandIn) -> NodeTree {
     node
 }
 
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 fn serving_csrs(api: &StandIn) -> Vec<CertificateSigningRequest> {
     api.list()
         .into_iter()
@@ -96,12 +88,6 @@ fn status(node: &NodeTree) -> (Option<u64>, serde_json::Value) {
     (v["pid"].as_u64(), serving)
 }
 
-/// The host path behind kubelet's `-current` link (an absolute node path).
-fn resolved(node: &NodeTree, node_path: &str) -> std::path::PathBuf {
-    let target = std::fs::read_link(node.path(node_path)).expect("a -current link");
-    node.path(target.to_str().unwrap())
-}
-
 /// `rotate kubelet-serving` through the daemon: its exit code and stdout. It must say it
 /// asked the daemon (not rotate in this process).
 fn rotate_serving(node: &NodeTree) -> (Option<i32>, String) {
@@ -121,7 +107,7 @@ fn rotate_serving(node: &NodeTree) -> (Option<i32>, String) {
 fn rotate_kubelet_serving_names_the_pending_csr_and_kubectl_approval_installs_it() {
     let api = StandIn::start(Options::default()).expect("stand-in starts");
     let node = node_with_both_certificates(&api);
-    let before = serial_of(&resolved(&node, SERVING_PEM)).unwrap();
+    let before = serial_of(&node.resolved(SERVING_PEM)).unwrap();
     let mut d = Daemon::start(&node, &[]);
     d.wait_notify("READY=1", T);
     // Both certificates valid: the daemon's first reconcile requested nothing.
@@ -177,11 +163,11 @@ fn rotate_kubelet_serving_names_the_pending_csr_and_kubectl_approval_installs_it
     // The daemon's watch sees it issued and installs it: a new serial, and status leaves
     // awaitingApproval.
     wait_until(T, || {
-        serial_of(&resolved(&node, SERVING_PEM)).is_some_and(|s| s != before)
+        serial_of(&node.resolved(SERVING_PEM)).is_some_and(|s| s != before)
             && status(&node).1["phase"] == "valid"
     })
     .unwrap_or_else(|| panic!("not installed: {}\n{}", status(&node).1, d.log_text()));
-    let pem = resolved(&node, SERVING_PEM);
+    let pem = node.resolved(SERVING_PEM);
     std::fs::write(node.root().join("ca.crt"), api.ca_pem()).unwrap();
     let verify = openssl::openssl(
         node.root(),
