@@ -59,6 +59,16 @@ impl Agent {
             let _ = reply.send(reply_of(lines, outcomes.iter().any(Outcome::failed), false));
             return;
         }
+        // A CA rotation phase writes the same files: nothing is started meanwhile.
+        if self.ca_busy() {
+            let _ = reply.send(control::Reply {
+                lines: vec![
+                    "a CA rotation phase is running (CARotation, see `kubectl get carotations`); nothing was rotated: try again when it ends (`kube-cert-agent status`)".to_string(),
+                ],
+                code: ExitCode::Failure as i32,
+            });
+            return;
+        }
         let names = if all { known } else { names };
         let outcomes = self.cycle(&names, forced, "rotate command").await;
         let mut parked = Parked {

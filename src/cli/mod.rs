@@ -325,7 +325,10 @@ fn rotate_here(
         .build()
         .map_err(Fatal::failure)?;
     let progress = |msg: &str| eprintln!("{msg}");
-    let outcomes = runtime.block_on(crate::rotation::rotate(root, config, names, req, &progress));
+    let outcomes = runtime.block_on(async {
+        let cluster = crate::revocation::cluster::load(root, config).await;
+        crate::rotation::rotate(root, config, names, req, &cluster, &progress).await
+    });
     Ok((runtime, outcomes))
 }
 
