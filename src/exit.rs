@@ -1,6 +1,7 @@
 //! Process exit codes: the contract that scripts, tests and the systemd unit rely on.
 
-/// Exit codes of `kube-cert-agent`. `check` uses 0..=3; other commands use 0, 3 and 4.
+/// Exit codes of `kube-cert-agent`. `check` uses 0..=3; other commands use 0, 3 and 4;
+/// `rotate` through the daemon also 5.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitCode {
     /// Everything valid / the command did what was asked.
@@ -14,6 +15,9 @@ pub enum ExitCode {
     Config = 3,
     /// A runtime failure (I/O, API server, ...): retrying may help.
     Failure = 4,
+    /// `rotate` through the daemon: a kubelet CSR waits for a person's approval. Nothing
+    /// failed, but the certificate is not renewed yet: a script must not read this as 0.
+    AwaitingApproval = 5,
 }
 
 impl From<ExitCode> for std::process::ExitCode {

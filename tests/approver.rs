@@ -16,7 +16,7 @@ use std::time::Duration;
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube_standin_apiserver::{CertificateSigningRequest, Options, StandIn, Subject};
 use support::daemon::wait_until;
-use support::{openssl, NodeTree};
+use support::{openssl, text, NodeTree};
 
 const SA_USER: &str = "system:serviceaccount:kube-system:kube-cert-agent-approver";
 const LONG: Duration = Duration::from_secs(60);
@@ -94,14 +94,6 @@ impl Drop for Approver {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn kubectl(kubeconfig: &Path, args: &[&str]) -> Output {
@@ -200,9 +192,7 @@ fn create_with_kubectl(
 
 /// The host path of the current serving PEM (kubelet's link holds a node path).
 fn serving_pem(node: &NodeTree) -> PathBuf {
-    let target =
-        std::fs::read_link(node.path("/var/lib/kubelet/pki/kubelet-server-current.pem")).unwrap();
-    node.path(target.to_str().unwrap())
+    node.resolved("/var/lib/kubelet/pki/kubelet-server-current.pem")
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use support::daemon::{wait_until, Daemon};
 use support::openssl::{self, Key};
-use support::NodeTree;
+use support::{text, NodeTree};
 
 const PKI: &str = "/etc/kubernetes/pki";
 const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
@@ -48,14 +48,6 @@ fn not_before(cert: &Path) -> i64 {
 
 fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
-}
-
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 #[test]

@@ -265,22 +265,28 @@ fn a_failed_action_is_logged_retried_and_shown_by_status() {
     let node = tree(&["apiserver"], "ecdsa-p256", "[{restart: nothere.service}]");
     let mut d = Daemon::start(&node, &[]);
     d.wait_notify("READY=1", T);
-    let log = d.log_text();
-    assert!(
-        log.contains("ERROR") && log.contains("ACTION=restart nothere.service"),
-        "{log}"
-    );
-    let v: serde_json::Value =
-        serde_json::from_slice(&node.agent(&["status", "--output", "json"]).stdout).unwrap();
-    let pending = &v["state"]["pendingActions"][0];
-    assert_eq!(pending["action"], "restart nothere.service", "{v}");
+    // The restart runs in the action task, beside the loop: its failure comes after.
+    let failed = wait_until(T, || {
+        let log = d.log_text();
+        log.contains("ERROR") && log.contains("ACTION=restart nothere.service")
+    });
+    assert!(failed.is_some(), "{}", d.log_text());
+    let mut pending = serde_json::Value::Null;
+    let shown = wait_until(T, || {
+        let out = node.agent(&["status", "--output", "json"]).stdout;
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap_or_default();
+        pending = v["state"]["pendingActions"][0].clone();
+        !pending.is_null()
+    });
+    assert!(shown.is_some(), "the failed restart is pending in status");
+    assert_eq!(pending["action"], "restart nothere.service", "{pending}");
     assert_eq!(pending["certificates"][0], "apiserver");
     assert!(
         pending["error"]
             .as_str()
             .unwrap()
             .contains("nothere.service"),
-        "{v}"
+        "{pending}"
     );
     // Retried with backoff: a second attempt is logged (at most ~1 s later).
     let retried = wait_until(Duration::from_secs(10), || {

@@ -204,9 +204,7 @@ fn kubectl_sees_the_nodes_events_pending_csr_then_rotations() {
     );
     // kubelet's TTL gauge equals notAfter (openssl) minus the scrape time.
     // The -current link is absolute, as kubelet writes it: a node path.
-    let link =
-        std::fs::read_link(node.path("/var/lib/kubelet/pki/kubelet-client-current.pem")).unwrap();
-    let pem = node.path(link.to_str().unwrap());
+    let pem = node.resolved("/var/lib/kubelet/pki/kubelet-client-current.pem");
     let o = support::metrics::openssl_facts(&pem);
     let before = time::OffsetDateTime::now_utc().unix_timestamp();
     let samples = parse(&metrics::scrape(&addr));

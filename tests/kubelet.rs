@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use kube_standin_apiserver::{Options, StandIn};
-use support::{openssl, NodeTree};
+use support::{openssl, text, NodeTree};
 
 const NODE: &str = "node-1";
 
@@ -40,27 +40,8 @@ fn setup_with(csr_timeout: &str, serving: bool) -> Setup {
     Setup { node, api }
 }
 
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 const CLIENT_PEM: &str = "/var/lib/kubelet/pki/kubelet-client-current.pem";
 const SERVING_PEM: &str = "/var/lib/kubelet/pki/kubelet-server-current.pem";
-
-/// The host path behind a kubelet-style link: its target is a node path (absolute), which
-/// only resolves on the host under the test's root.
-fn resolved(node: &NodeTree, node_path: &str) -> std::path::PathBuf {
-    let target = std::fs::read_link(node.path(node_path)).expect("a -current link");
-    assert!(
-        target.is_absolute(),
-        "kubelet writes absolute links: {target:?}"
-    );
-    node.path(target.to_str().unwrap())
-}
 
 /// kubectl reads files at host paths: a copy of kubelet.conf whose file references point
 /// into the test's node tree (the agent writes node paths, right once the tree is `/`).
@@ -73,7 +54,7 @@ fn host_kubeconfig(node: &NodeTree) -> std::path::PathBuf {
     let host = node.root().join("kubelet-host.conf");
     std::fs::write(
         &host,
-        conf.replace(CLIENT_PEM, resolved(node, CLIENT_PEM).to_str().unwrap()),
+        conf.replace(CLIENT_PEM, node.resolved(CLIENT_PEM).to_str().unwrap()),
     )
     .unwrap();
     host
@@ -102,7 +83,7 @@ fn bootstrap_from_a_token_then_renew_with_the_node_certificate() {
     assert!(t.contains("2 API requests"), "create + watch only: {t}");
 
     // The certificate is the node's, chains to the cluster CA, and check agrees.
-    let pem = resolved(&s.node, CLIENT_PEM);
+    let pem = s.node.resolved(CLIENT_PEM);
     let v = openssl::view(&pem);
     assert_eq!(v.subject, "O=system:nodes, CN=system:node:node-1");
     std::fs::write(s.node.root().join("ca.crt"), s.api.ca_pem()).unwrap();
@@ -139,11 +120,11 @@ fn bootstrap_from_a_token_then_renew_with_the_node_certificate() {
         "{}",
         text(&out)
     );
-    assert_ne!(openssl::view(&resolved(&s.node, CLIENT_PEM)).serial, first);
+    assert_ne!(openssl::view(&s.node.resolved(CLIENT_PEM)).serial, first);
     // rollback takes the config's name and swaps the -current link back.
     let out = s.node.agent(&["rollback", "kubelet-client"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert_eq!(openssl::view(&resolved(&s.node, CLIENT_PEM)).serial, first);
+    assert_eq!(openssl::view(&s.node.resolved(CLIENT_PEM)).serial, first);
     let users: Vec<String> = s
         .api
         .requests()
@@ -236,7 +217,7 @@ fn serving_csr_waits_for_an_approval_made_with_kubectl() {
     let (code, stdout) = run.finish();
     assert_eq!(code, 0, "{stdout}");
     assert!(stdout.contains("kubelet-serving: rotated"), "{stdout}");
-    let v = openssl::view(&resolved(&s.node, SERVING_PEM));
+    let v = openssl::view(&s.node.resolved(SERVING_PEM));
     assert_eq!(v.sans, ["DNS:node-1", "IP:127.0.0.1"]);
     let listed = kubectl(&admin, &["get", "csr", &name]);
     assert!(
@@ -350,7 +331,7 @@ fn a_client_certificate_from_another_ca_is_broken_and_repaired_with_the_token() 
     assert!(t.contains("authenticated with the bootstrap token"), "{t}");
     assert!(!t.contains("refused the node's client certificate"), "{t}");
     std::fs::write(s.node.root().join("ca.crt"), s.api.ca_pem()).unwrap();
-    let pem = resolved(&s.node, CLIENT_PEM);
+    let pem = s.node.resolved(CLIENT_PEM);
     let verify = openssl::openssl(
         s.node.root(),
         &["verify", "-CAfile", "ca.crt", pem.to_str().unwrap()],
@@ -448,13 +429,13 @@ fn a_certificate_for_another_key_is_rejected_and_nothing_is_installed() {
         s.node.agent(&["rotate", "kubelet-client"]).status.code(),
         Some(0)
     );
-    let before = openssl::view(&resolved(&s.node, CLIENT_PEM)).serial;
+    let before = openssl::view(&s.node.resolved(CLIENT_PEM)).serial;
     s.api.sign_wrong_key_next(1);
     let out = s.node.agent(&["rotate", "kubelet-client"]);
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
     assert!(text(&out).contains("for a different key"), "{}", text(&out));
     assert_eq!(
-        openssl::view(&resolved(&s.node, CLIENT_PEM)).serial,
+        openssl::view(&s.node.resolved(CLIENT_PEM)).serial,
         before,
         "the old certificate stays"
     );

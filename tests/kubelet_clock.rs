@@ -14,7 +14,7 @@ use std::time::Duration;
 use kube_standin_apiserver::{Options, StandIn};
 use support::daemon::{wait_until, Daemon};
 use support::openssl::{self, Key, Leaf};
-use support::NodeTree;
+use support::{text, NodeTree};
 
 const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 const CLIENT_PEM: &str = "/var/lib/kubelet/pki/kubelet-client-current.pem";
@@ -23,14 +23,6 @@ const T: Duration = Duration::from_secs(60);
 
 fn node_for(api: &StandIn) -> NodeTree {
     NodeTree::kubelet_client_node(api, "30s")
-}
-
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn client_csrs(api: &StandIn) -> usize {
@@ -42,8 +34,7 @@ fn client_csrs(api: &StandIn) -> usize {
 
 /// notBefore of the current client certificate (openssl), as a Unix time.
 fn not_before(node: &NodeTree) -> i64 {
-    let target = std::fs::read_link(node.path(CLIENT_PEM)).expect("a -current link");
-    let pem = node.path(target.to_str().unwrap());
+    let pem = node.resolved(CLIENT_PEM);
     let out = openssl::openssl(
         node.root(),
         &[

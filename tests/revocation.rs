@@ -4,17 +4,9 @@
 mod support;
 
 use support::openssl::{self, Key, Leaf};
-use support::NodeTree;
+use support::{text, NodeTree};
 
 const PKI: &str = "/etc/kubernetes/pki";
-
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 fn config(node: &NodeTree, body: &str) {
     std::fs::write(

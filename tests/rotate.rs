@@ -6,7 +6,7 @@ mod support;
 use std::path::Path;
 
 use support::openssl::{self, b64, Key, Leaf};
-use support::NodeTree;
+use support::{text, NodeTree};
 
 const PKI: &str = "/etc/kubernetes/pki";
 
@@ -28,14 +28,6 @@ const APISERVER: &str = "certificates:
   ipAddresses: [10.96.0.1]
   usages: [serverAuth]
 ";
-
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 fn serial(p: &Path) -> String {
     openssl::view(p).serial

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use support::daemon::Daemon;
 use support::openssl::{self, Key};
-use support::NodeTree;
+use support::{text, NodeTree};
 
 fn managed_tree() -> NodeTree {
     let node = NodeTree::new();
@@ -25,14 +25,6 @@ fn managed_tree() -> NodeTree {
     )
     .unwrap();
     node
-}
-
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 #[test]

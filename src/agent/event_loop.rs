@@ -13,7 +13,6 @@ use super::schedule::{self, Gate};
 use super::socket::serve_connection;
 use super::{watch_dirs, Agent, ControlMsg, TaskMsg};
 use crate::exit::{ExitCode, Fatal};
-use crate::lifecycle::Event;
 use crate::rotation::{self, plan::rfc3339};
 use crate::service::control;
 use crate::service::notify as sd;
@@ -81,6 +80,17 @@ impl Agent {
         // Reconcile, then READY=1: at once when the kubelet's client certificate is not
         // being requested, else when its task reports (a serving CSR never holds it up).
         sd::status("reconciling");
+        // The cluster's RenewRevocation entries before the first rotation, when they can be
+        // read at once (each request has a timeout; the loop is not running yet). Later
+        // listings are tasks (`revocation.pollInterval`).
+        self.spawn_revocation_listing();
+        while self.listing {
+            match pinging(&mut wd_tick, task_rx.recv()).await {
+                Some(TaskMsg::Revocations(r)) => self.on_revocations(r).await,
+                Some(other) => self.on_task(other).await,
+                None => break,
+            }
+        }
         // Look before renewing: a certificate overdue with the whole fleet (the nodes were
         // off) waits its turn instead of renewing at start-up (`lifecycle::spread`).
         self.rescan().await;
@@ -95,6 +105,11 @@ impl Agent {
         let mut ca_poll = self.config.ca_rotation.poll_interval.0;
         let mut ca_tick = tokio::time::interval(ca_poll);
         ca_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // RenewRevocation objects (revocation.cluster): listed again every pollInterval.
+        let mut rev_poll = self.config.revocation.poll_interval.0;
+        let mut rev_tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + rev_poll, rev_poll);
+        rev_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut hup_gate = Gate::hup();
         let mut fs_gate = Gate::fs();
         let mut fs_paths: Vec<PathBuf> = vec![];
@@ -125,7 +140,9 @@ impl Agent {
             let (at, why) = self.next_wake();
             let nap = schedule::sleep_for(now, at);
             let hup_at = hup_gate.fire_at();
-            let fs_at = fs_gate.fire_at();
+            // While a CA rotation phase runs, its own writes are not someone else's change:
+            // the events wait for its end (then a rescan has seen the new files).
+            let fs_at = fs_gate.fire_at().filter(|_| !self.ca_busy());
             let far = tokio::time::Instant::now() + Duration::from_secs(86400);
             tokio::select! {
                 biased;
@@ -139,6 +156,8 @@ impl Agent {
                     hup_gate.take();
                     sd::reloading("SIGHUP: rotating every certificate");
                     tracing::info!("SIGHUP: forced rotation of every certificate");
+                    // An operator's nudge: the cluster's entries are read again too.
+                    self.spawn_revocation_listing();
                     let all = rotation::managed_names(&self.config);
                     pinging(&mut wd_tick, self.cycle(&all, true, "SIGHUP")).await;
                     sd::ready(&self.status_line());
@@ -158,19 +177,7 @@ impl Agent {
                     tokio::spawn(serve_connection(stream, tx));
                 }
                 Some(msg) = task_rx.recv() => {
-                    match msg {
-                        TaskMsg::Outcome(o, why) => {
-                            pinging(&mut wd_tick, self.apply(std::slice::from_ref(&*o), &why)).await;
-                        }
-                        TaskMsg::CsrPending { name, csr } => {
-                            self.feed(&name, Event::CsrPending { csr });
-                            self.save_state();
-                        }
-                        TaskMsg::CsrNeedsApproval { name } => {
-                            self.answered.insert(name, (String::new(), false));
-                        }
-                    }
-                    self.settle_parked();
+                    pinging(&mut wd_tick, self.on_task(msg)).await;
                     if !ready && !self.client_in_flight() {
                         self.announce_ready();
                         ready = true;
@@ -180,7 +187,7 @@ impl Agent {
                     pinging(&mut wd_tick, self.on_control(req, reply)).await;
                 }
                 _ = ca_tick.tick(), if self.config.ca_rotation.cluster => {
-                    pinging(&mut wd_tick, self.sync_ca_rotations()).await;
+                    self.spawn_ca_rotations();
                     // A reload may have changed the interval.
                     if ca_poll != self.config.ca_rotation.poll_interval.0 {
                         ca_poll = self.config.ca_rotation.poll_interval.0;
@@ -188,27 +195,30 @@ impl Agent {
                         ca_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                     }
                 }
+                _ = rev_tick.tick(), if self.config.revocation.cluster => {
+                    self.spawn_revocation_listing();
+                    if rev_poll != self.config.revocation.poll_interval.0 {
+                        rev_poll = self.config.revocation.poll_interval.0;
+                        rev_tick = tokio::time::interval_at(tokio::time::Instant::now() + rev_poll, rev_poll);
+                        rev_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    }
+                }
                 _ = tokio::time::sleep(nap) => {
                     let now = OffsetDateTime::now_utc();
                     tracing::debug!("woke for {why:?} (due {})", rfc3339(at));
                     if now >= at {
-                        match why {
-                            schedule::WakeFor::Actions => {
-                                pinging(&mut wd_tick, self.retry_actions()).await;
-                            }
-                            schedule::WakeFor::Resync => {
-                                self.resync_at = now + schedule::RESYNC;
-                                pinging(&mut wd_tick, self.cycle(&[], false, "resync")).await;
-                            }
-                            schedule::WakeFor::Deadline(_) | schedule::WakeFor::Retry(_) => {
-                                pinging(&mut wd_tick, self.cycle(&[], false, "deadline")).await;
-                            }
-                        }
+                        pinging(&mut wd_tick, self.on_wake(why)).await;
                     }
                 }
             }
         }
         sd::stopping();
+        if self.ca_busy() {
+            // Every phase is resumable from any point (`tests/rotate_ca_crash.rs`).
+            tracing::info!(
+                "stopping during a CA rotation phase: it resumes when the daemon starts again"
+            );
+        }
         self.answer_parked_on_exit();
         self.save_state();
         control::unbind(&self.root);
@@ -234,7 +244,25 @@ impl Agent {
 }
 
 impl Agent {
-    fn client_in_flight(&self) -> bool {
+    /// The wake-up the loop slept toward has come (`next_wake`). Returns the outcomes of
+    /// the cycle it ran, if any.
+    pub(super) async fn on_wake(&mut self, why: schedule::WakeFor) -> Vec<rotation::Outcome> {
+        match why {
+            schedule::WakeFor::Actions => {
+                self.retry_actions();
+                vec![]
+            }
+            schedule::WakeFor::Resync => {
+                self.resync_at = self.clock.now() + schedule::RESYNC;
+                self.cycle(&[], false, "resync").await
+            }
+            schedule::WakeFor::Deadline(_) | schedule::WakeFor::Retry(_) => {
+                self.cycle(&[], false, "deadline").await
+            }
+        }
+    }
+
+    pub(super) fn client_in_flight(&self) -> bool {
         self.certs.iter().any(|c| {
             c.name == crate::pki::csr::KubeletCert::Client.name() && c.life.phase.in_flight()
         })

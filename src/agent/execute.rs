@@ -1,8 +1,7 @@
 //! Executing a rotation cycle: rotate, log, run the dependents' actions (with retries),
 //! rescan and save the state.
 
-use time::OffsetDateTime;
-
+use super::tasks::ActionJob;
 use super::{actions_of, schedule, Agent, Pending};
 use crate::config::Action;
 use crate::lifecycle::{spread, Event, Observation};
@@ -53,15 +52,17 @@ impl Agent {
             forced,
             dry_run,
             repair_only: false,
-            now: OffsetDateTime::now_utc(),
+            now: self.clock.now(),
         };
         // CSR progress, revocation entries that failed to parse, CRLs written: worth seeing.
         let progress = |m: &str| tracing::info!("{m}");
+        let cluster = &self.cluster;
         let rotation = rotation::rotate(
             &self.root,
             &self.config,
             names,
             req,
+            cluster,
             Worker::Pool,
             &progress,
         );
@@ -98,7 +99,14 @@ impl Agent {
         forced: bool,
         why: &str,
     ) -> Vec<Outcome> {
-        let now = OffsetDateTime::now_utc();
+        // A CA rotation phase writes the same files: this waits for it (`on_ca_synced`).
+        if self.ca_busy() {
+            tracing::info!("{why}: a CA rotation phase is running; rotating when it ends");
+            self.deferred
+                .push((names.to_vec(), forced, why.to_string()));
+            return vec![];
+        }
+        let now = self.clock.now();
         let pool: Vec<String> = if names.is_empty() {
             self.certs.iter().map(|c| c.name.clone()).collect()
         } else {
@@ -116,6 +124,17 @@ impl Agent {
             {
                 attempt.push(n);
             }
+        }
+        // Woken for a broken certificate's reminder, not its retry: the life-cycle says it
+        // (and the next wake moves on; without this the loop would wake at once, again).
+        let woke: Vec<String> = self
+            .certs
+            .iter()
+            .filter(|c| !attempt.contains(&c.name) && c.retry_at.is_some_and(|t| t <= now))
+            .map(|c| c.name.clone())
+            .collect();
+        for n in woke {
+            self.feed(&n, Event::Woke);
         }
         // The kubelet's certificates wait on the API server (a serving CSR on a person):
         // a task does that and reports back; the loop goes on.
@@ -156,7 +175,7 @@ impl Agent {
     /// What a cycle (or a task's report) does with outcomes: feed the life-cycle, log, run
     /// the coalesced actions of what was rotated, rescan, save state.json, update STATUS.
     pub(super) async fn apply(&mut self, outcomes: &[Outcome], why: &str) {
-        let now = OffsetDateTime::now_utc();
+        let now = self.clock.now();
         self.metrics.observe(outcomes, false, now);
         self.events.outcomes(outcomes);
         let mut batches_changed = false;
@@ -242,6 +261,14 @@ impl Agent {
         if batches_changed {
             self.sync_batches();
         }
+        // The node's client certificate is what the cluster's entries are read with.
+        let client = crate::pki::csr::KubeletCert::Client.name();
+        if outcomes
+            .iter()
+            .any(|o| o.name == client && matches!(o.action, rotation::Action::Rotated(_)))
+        {
+            self.spawn_revocation_listing();
+        }
         // Dependents: each action once, after every certificate of the cycle is installed.
         let rotated: Vec<(String, Vec<Action>)> = outcomes
             .iter()
@@ -259,22 +286,41 @@ impl Agent {
                     }
                 }
             }
-            self.run_action(action, certs, 0).await;
+            self.queue_action(action, certs, 0);
         }
         self.rescan().await;
         self.save_state();
         sd::status(&self.status_line());
     }
 
-    pub(super) async fn run_action(&mut self, action: Action, certs: Vec<String>, attempts: u32) {
+    /// Hand an action to the action worker (`tasks::spawn_action_worker`); its result
+    /// comes back as `TaskMsg::ActionDone`.
+    pub(super) fn queue_action(&mut self, action: Action, certs: Vec<String>, attempts: u32) {
+        let job = ActionJob {
+            action,
+            certs,
+            attempts,
+        };
+        if let Err(e) = self.action_jobs.send(job) {
+            tracing::error!("internal error: the action worker is gone: {e}");
+        }
+    }
+
+    /// An action ran: logged; a failure is retried with backoff.
+    pub(super) fn action_done(&mut self, job: ActionJob, result: Result<String, String>) {
+        let ActionJob {
+            action,
+            certs,
+            attempts,
+        } = job;
         let what = actions::describe(&action);
         let names = certs.join(",");
-        match self.runner.run(&self.root, &action, &certs).await {
+        match result {
             Ok(msg) => tracing::info!(
                 CERT_NAME = %names, ACTION = %what, "{msg} (after rotating {names})"
             ),
             Err(e) => {
-                let now = OffsetDateTime::now_utc();
+                let now = self.clock.now();
                 let retry_at = schedule::retry_at(now, attempts, crate::kube::retry::random_unit());
                 tracing::error!(
                     CERT_NAME = %names, ACTION = %what, ERROR = %e,
@@ -289,16 +335,19 @@ impl Agent {
                 });
             }
         }
+        self.save_state();
+        sd::status(&self.status_line());
     }
 
-    pub(super) async fn retry_actions(&mut self) {
-        let now = OffsetDateTime::now_utc();
+    /// The actions whose retry is due, to the action worker.
+    pub(super) fn retry_actions(&mut self) {
+        let now = self.clock.now();
         let (due, rest): (Vec<Pending>, Vec<Pending>) = std::mem::take(&mut self.pending)
             .into_iter()
             .partition(|p| p.retry_at <= now);
         self.pending = rest;
         for p in due {
-            self.run_action(p.action, p.certs, p.attempts).await;
+            self.queue_action(p.action, p.certs, p.attempts);
         }
         self.save_state();
         sd::status(&self.status_line());

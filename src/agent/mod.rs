@@ -17,13 +17,15 @@
 //! Layout: `event_loop` (the `select!`), `scan` (read-only rescans), `execute` (rotation
 //! cycles and dependents' actions), `socket` (the control socket), `schedule` (pure timing).
 
+pub mod edges;
 mod event_loop;
 mod execute;
-mod fleet_rotation;
 mod scan;
 pub mod schedule;
 mod socket;
 mod tasks;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -85,6 +87,18 @@ enum TaskMsg {
     CsrPending { name: String, csr: String },
     /// That CSR is not approved automatically: someone must (a serving CSR).
     CsrNeedsApproval { name: String },
+    /// An `onRotate` action ran.
+    ActionDone {
+        job: tasks::ActionJob,
+        result: Result<String, String>,
+    },
+    /// The cluster's RenewRevocation entries were listed.
+    Revocations(Result<crate::revocation::Loaded, String>),
+    /// A poll of the CARotation objects ended (the attempts come back).
+    CaSynced(
+        crate::ca_rotation::cluster::Attempts,
+        Result<Vec<String>, String>,
+    ),
 }
 
 struct Agent {
@@ -93,7 +107,17 @@ struct Agent {
     config_file: PathBuf,
     certs: Vec<Cert>,
     pending: Vec<Pending>,
-    runner: actions::Runner,
+    /// Where `onRotate` actions are sent (`tasks::spawn_action_worker`).
+    action_jobs: mpsc::UnboundedSender<tasks::ActionJob>,
+    clock: std::sync::Arc<dyn edges::Clock + Send + Sync>,
+    api: std::rc::Rc<dyn edges::ApiEdge>,
+    /// The cluster's RenewRevocation entries last read (`revocation.cluster`), given to
+    /// every rotation; None until the first listing succeeds.
+    cluster: crate::revocation::cluster::Listing,
+    /// Why the last listing failed (logged once per change).
+    cluster_error: Option<String>,
+    /// A listing task is under way.
+    listing: bool,
     /// Per certificate, what the agent last saw on disk (serial, or `absent`): an event
     /// whose rescan gives the same is the agent's own write.
     seen: HashMap<String, String>,
@@ -106,7 +130,10 @@ struct Agent {
     /// The last state.json written (for the pending-CSR rewrite).
     saved: SavedState,
     /// Attempts at phases of CARotation objects that did not complete (their backoff).
-    ca_attempts: crate::ca_rotation::cluster::Attempts,
+    /// None while a poll's task holds them: a phase runs.
+    ca_attempts: Option<crate::ca_rotation::cluster::Attempts>,
+    /// Rotations asked for while a CA rotation phase ran: names, forced, why.
+    deferred: Vec<(Vec<String>, bool, String)>,
     /// `rotate` requests waiting for kubelet renewals (`socket`).
     parked: Vec<socket::Parked>,
     /// Per certificate, the last outcome's line and whether it failed, or that its CSR
@@ -148,7 +175,7 @@ pub fn run(root: NodeRoot, config_path: Option<&Path>) -> Result<ExitCode, Fatal
     // A LocalSet: tasks (kubelet CSRs) run on this one thread beside the loop.
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async move {
-        let mut agent = Agent::new(root, config, config_file);
+        let mut agent = Agent::new(root, config, config_file, edges::Edges::real());
         agent.main().await
     })
 }
@@ -233,29 +260,36 @@ fn watch_dirs(root: &NodeRoot, config: &Config, config_file: &Path) -> Vec<PathB
 }
 
 impl Agent {
-    fn new(root: NodeRoot, config: Config, config_file: PathBuf) -> Agent {
+    /// Within a `LocalSet`: the action worker is a local task.
+    fn new(root: NodeRoot, config: Config, config_file: PathBuf, edges: edges::Edges) -> Agent {
         let metrics = crate::metrics::Hub::default();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let action_jobs = tasks::spawn_action_worker(root.clone(), edges.actions, tx.clone());
+        let now = edges.clock.now();
         let mut a = Agent {
             root,
             config,
             config_file,
             certs: vec![],
             pending: vec![],
-            runner: actions::Runner::default(),
+            action_jobs,
+            clock: edges.clock,
+            api: edges.api,
+            cluster: None,
+            cluster_error: None,
+            listing: false,
             seen: HashMap::new(),
-            resync_at: OffsetDateTime::now_utc() + schedule::RESYNC,
+            resync_at: now + schedule::RESYNC,
             watchdog: sd::watchdog_interval(),
             metrics: metrics.clone(),
             endpoints: Default::default(),
             events: crate::events::Recorder::off(metrics),
             saved: SavedState::default(),
-            ca_attempts: Default::default(),
+            ca_attempts: Some(Default::default()),
+            deferred: vec![],
             parked: vec![],
             answered: HashMap::new(),
-            tasks: {
-                let (tx, rx) = mpsc::unbounded_channel();
-                (tx, Some(rx))
-            },
+            tasks: (tx, Some(rx)),
         };
         a.sync_names();
         a
@@ -311,7 +345,7 @@ impl Agent {
     /// lines. Returns whether the transition asks for a renewal.
     fn feed(&mut self, name: &str, event: Event) -> bool {
         let mut settings = self.config.renewal.backoff();
-        let now = OffsetDateTime::now_utc();
+        let now = self.clock.now();
         let u = crate::kube::retry::random_unit();
         let window = self.config.renewal.fleet_window();
         let reaches_api = self.reaches_api(name);
@@ -379,7 +413,7 @@ impl Agent {
             .filter(|c| c.life.phase.broken())
             .map(|c| c.name.clone())
             .collect();
-        schedule::status_line(self.certs.len(), next, &failing, OffsetDateTime::now_utc())
+        schedule::status_line(self.certs.len(), next, &failing, self.clock.now())
     }
 
     fn save_state(&self) {
@@ -387,7 +421,7 @@ impl Agent {
         let fact = |name: &str| facts.iter().find(|f| f.name == name);
         let s = state::State {
             pid: std::process::id(),
-            updated: rfc3339(OffsetDateTime::now_utc()),
+            updated: rfc3339(self.clock.now()),
             certificates: self
                 .certs
                 .iter()

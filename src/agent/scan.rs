@@ -15,7 +15,7 @@ impl Agent {
     /// events of our own writes compare equal).
     pub(super) async fn rescan(&mut self) -> Vec<Outcome> {
         let scan = self.rotate(&[], false, true).await;
-        let now = OffsetDateTime::now_utc();
+        let now = self.clock.now();
         self.metrics.observe(&scan, true, now);
         for o in &scan {
             self.seen.insert(o.name.clone(), fingerprint(o));

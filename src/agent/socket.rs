@@ -17,6 +17,8 @@ use crate::service::control;
 pub(super) struct Parked {
     lines: Vec<String>,
     failed: bool,
+    /// Some CSR waits for a person (exit 5 unless something failed).
+    awaiting: bool,
     /// Certificates still being requested (`issuing`).
     waiting: Vec<String>,
     reply: oneshot::Sender<control::Reply>,
@@ -53,9 +55,18 @@ impl Agent {
         let forced = all || !names.is_empty();
         if dry_run {
             let outcomes = self.rotate(&names, forced, true).await;
-            let _ = reply.send(reply_of(outcomes.iter().map(Outcome::line).collect(), {
-                outcomes.iter().any(Outcome::failed)
-            }));
+            let lines = outcomes.iter().map(Outcome::line).collect();
+            let _ = reply.send(reply_of(lines, outcomes.iter().any(Outcome::failed), false));
+            return;
+        }
+        // A CA rotation phase writes the same files: nothing is started meanwhile.
+        if self.ca_busy() {
+            let _ = reply.send(control::Reply {
+                lines: vec![
+                    "a CA rotation phase is running (CARotation, see `kubectl get carotations`); nothing was rotated: try again when it ends (`kube-cert-agent status`)".to_string(),
+                ],
+                code: ExitCode::Failure as i32,
+            });
             return;
         }
         let names = if all { known } else { names };
@@ -63,6 +74,7 @@ impl Agent {
         let mut parked = Parked {
             lines: outcomes.iter().map(Outcome::line).collect(),
             failed: outcomes.iter().any(Outcome::failed),
+            awaiting: false,
             waiting: vec![],
             reply,
         };
@@ -77,7 +89,8 @@ impl Agent {
                 Phase::AwaitingApproval { csr, since } => {
                     parked
                         .lines
-                        .push(awaiting_line(&c.name, csr, self.csr_since(csr, *since)))
+                        .push(awaiting_line(&c.name, csr, self.csr_since(csr, *since)));
+                    parked.awaiting = true;
                 }
                 _ => parked.waiting.push(c.name.clone()),
             }
@@ -112,6 +125,7 @@ impl Agent {
                     (Phase::AwaitingApproval { csr, since }, Some(_)) => {
                         p.lines
                             .push(awaiting_line(&n, csr, self.csr_since(csr, *since)));
+                        p.awaiting = true;
                     }
                     // Created: the signer may still approve it by itself.
                     (Phase::Issuing { .. } | Phase::AwaitingApproval { .. }, _) => waiting.push(n),
@@ -124,7 +138,7 @@ impl Agent {
             }
             p.waiting = waiting;
             if p.waiting.is_empty() {
-                let _ = p.reply.send(reply_of(p.lines, p.failed));
+                let _ = p.reply.send(reply_of(p.lines, p.failed, p.awaiting));
             } else {
                 still.push(p);
             }
@@ -148,14 +162,18 @@ impl Agent {
     }
 }
 
-fn reply_of(lines: Vec<String>, failed: bool) -> control::Reply {
+/// A failure outranks a CSR waiting for a person, which outranks success.
+fn reply_of(lines: Vec<String>, failed: bool, awaiting: bool) -> control::Reply {
+    let code = if failed {
+        ExitCode::Failure
+    } else if awaiting {
+        ExitCode::AwaitingApproval
+    } else {
+        ExitCode::Ok
+    };
     control::Reply {
         lines,
-        code: if failed {
-            ExitCode::Failure as i32
-        } else {
-            ExitCode::Ok as i32
-        },
+        code: code as i32,
     }
 }
 
@@ -208,3 +226,16 @@ pub(super) async fn serve_connection(
 }
 
 use tokio::io::AsyncReadExt as _;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_outranks_a_waiting_csr_which_outranks_success() {
+        let code = |failed, awaiting| reply_of(vec![], failed, awaiting).code;
+        assert_eq!(code(true, true), ExitCode::Failure as i32);
+        assert_eq!(code(false, true), ExitCode::AwaitingApproval as i32);
+        assert_eq!(code(false, false), ExitCode::Ok as i32);
+    }
+}

@@ -25,7 +25,8 @@ use crate::pki::WarnPolicy;
     long_about = "Keeps every certificate a Kubernetes node depends on valid: inventories the \
 node's PKI, renews certificates before they expire, and reports what it finds.\n\n\
 Exit codes: 0 ok; 1 (check) some certificate in its warning window; 2 (check) some \
-certificate expired, not yet valid or unreadable; 3 usage or configuration error; 4 runtime failure."
+certificate expired, not yet valid or unreadable; 3 usage or configuration error; 4 runtime failure; \
+5 (rotate, through the daemon) a kubelet CSR waits for approval, the certificate is not renewed yet."
 )]
 pub struct Cli {
     /// Configuration file [default: ROOT/etc/kube-cert-agent/config.yaml, optional]
@@ -287,7 +288,8 @@ fn rotate(root: &NodeRoot, config: &Config, args: &RotateArgs) -> Result<ExitCod
             }
             return Ok(match reply.code {
                 0 if rev_errors.is_empty() => ExitCode::Ok,
-                0 | 3 => ExitCode::Config,
+                5 if rev_errors.is_empty() => ExitCode::AwaitingApproval,
+                0 | 3 | 5 => ExitCode::Config,
                 _ => ExitCode::Failure,
             });
         }
@@ -323,15 +325,11 @@ fn rotate_here(
         .build()
         .map_err(Fatal::failure)?;
     let progress = |msg: &str| eprintln!("{msg}");
-    let rotation = crate::rotation::rotate(
-        root,
-        config,
-        names,
-        req,
-        crate::rotation::Worker::Caller,
-        &progress,
-    );
-    let outcomes = runtime.block_on(rotation);
+    let outcomes = runtime.block_on(async {
+        let cluster = crate::revocation::cluster::load(root, config).await;
+        let worker = crate::rotation::Worker::Caller;
+        crate::rotation::rotate(root, config, names, req, &cluster, worker, &progress).await
+    });
     Ok((runtime, outcomes))
 }
 

@@ -411,9 +411,17 @@ fn default_command_timeout() -> HumanDuration {
 pub struct RevocationSpec {
     #[serde(default = "default_revocation_dir")]
     pub directory: PathBuf,
-    /// Also list/watch RenewRevocation objects in kube-system.
+    /// Also list RenewRevocation objects in kube-system.
     #[serde(default)]
     pub cluster: bool,
+    /// How often the daemon lists them (`cluster: true`); the command line lists them on
+    /// every run.
+    #[serde(default = "default_revocation_poll")]
+    pub poll_interval: HumanDuration,
+}
+
+fn default_revocation_poll() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(300))
 }
 
 fn default_revocation_dir() -> PathBuf {
@@ -425,6 +433,7 @@ impl Default for RevocationSpec {
         RevocationSpec {
             directory: default_revocation_dir(),
             cluster: false,
+            poll_interval: default_revocation_poll(),
         }
     }
 }

@@ -56,6 +56,22 @@ fn fleet_spread_is_a_duration() {
 }
 
 #[test]
+fn revocation_poll_interval_is_a_duration_of_at_least_a_second() {
+    let c = parse(HEAD).unwrap();
+    assert_eq!(
+        c.revocation.poll_interval.0,
+        std::time::Duration::from_secs(300)
+    );
+    let c = parse(&format!("{HEAD}revocation: {{pollInterval: 30s}}\n")).unwrap();
+    assert_eq!(
+        c.revocation.poll_interval.0,
+        std::time::Duration::from_secs(30)
+    );
+    let e = parse(&format!("{HEAD}revocation: {{pollInterval: 0s}}\n")).unwrap_err();
+    assert!(e.contains("revocation.pollInterval: at least 1s"), "{e}");
+}
+
+#[test]
 fn bad_values_are_named() {
     let e = parse(&format!("{HEAD}renewal: {{renewAt: 95%, jitter: 10%}}\n")).unwrap_err();
     assert!(e.contains("renewal.jitter"), "{e}");

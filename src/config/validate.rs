@@ -112,6 +112,9 @@ impl Config {
         if self.revocation.cluster && self.kubelet.is_none() {
             return Err("revocation.cluster: reading RenewRevocation objects uses the node's credentials: it needs the kubelet section".into());
         }
+        if self.revocation.poll_interval.0 < std::time::Duration::from_secs(1) {
+            return Err("revocation.pollInterval: at least 1s".into());
+        }
         self.metrics.validate()?;
         self.check_write_targets()?;
         for c in &self.certificates {

@@ -202,6 +202,9 @@ pub enum Event {
         class: FailureClass,
         error: String,
     },
+    /// The loop woke for this certificate (its `wake_at`) and nothing else happened to
+    /// it: a broken one's reminder is due. Changes no phase.
+    Woke,
 }
 
 /// A line for the journal.
@@ -304,6 +307,7 @@ pub fn transition(
     let old = &life.phase;
     let mut effects = Vec::new();
     let next: Phase = match (old, event) {
+        (p, Event::Woke) => p.clone(),
         // A running renewal owns the certificate: scans do not move it.
         (p, Event::Observed(_)) if p.in_flight() => p.clone(),
         (

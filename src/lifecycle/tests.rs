@@ -113,6 +113,7 @@ fn every_event() -> Vec<Event> {
         },
         perm("CA key missing"),
         transient("connection refused"),
+        Event::Woke,
     ]
 }
 
@@ -129,6 +130,11 @@ fn every_phase_and_event() {
             assert!(issues <= 1, "{ctx}");
             assert!(lines(&effects).len() <= 1, "{ctx}: {effects:?}");
             match &ev {
+                // Waking changes no phase and starts nothing.
+                Event::Woke => {
+                    assert_eq!(next.phase, phase, "{ctx}");
+                    assert_eq!(issues, 0, "{ctx}");
+                }
                 // A running renewal owns the certificate: scans and forcing do not move it.
                 Event::Observed(_) | Event::Forced if phase.in_flight() => {
                     assert_eq!(next.phase, phase, "{ctx}");
@@ -254,6 +260,32 @@ fn the_same_failure_again_is_not_logged_again_but_reminded_after_30_minutes() {
     let (l, _) = step(&life, Event::Started, now);
     let (_, fx) = step(&l, transient("connection refused"), now);
     assert_eq!(lines(&fx).len(), 1);
+}
+
+#[test]
+fn waking_for_a_reminder_says_it_once_and_moves_the_next_wake_on() {
+    let s = s();
+    let (life, _) = step(
+        &at(Phase::Due {
+            reason: "missing".into(),
+        }),
+        Event::Started,
+        T0,
+    );
+    let (life, fx) = step(&life, perm("CA key: not a key"), T0);
+    assert_eq!(lines(&fx).len(), 1);
+    // The reminder comes before the retry; the daemon wakes for it.
+    let wake = life.wake_at(&s).unwrap();
+    assert_eq!(wake, T0 + s.reminder);
+    let (l, fx) = step(&life, Event::Woke, wake);
+    assert_eq!(l.phase, life.phase);
+    assert_eq!(lines(&fx).len(), 1, "{fx:?}");
+    assert!(lines(&fx)[0].contains("still"), "{fx:?}");
+    // Said: the next wake is the retry (or the next reminder), never the same instant.
+    assert!(l.wake_at(&s).unwrap() > wake);
+    // Waking again at once says nothing more.
+    let (_, fx) = step(&l, Event::Woke, wake);
+    assert!(fx.is_empty());
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! RenewRevocation objects from the cluster (`revocation.cluster: true`): listed from
-//! kube-system with the node's client certificate on every run (no watch yet: the daemon's
-//! runs pick changes up). Reading them needs RBAC: the CRD file ships a ClusterRole and
-//! binding that let `system:nodes` get/list/watch `renewrevocations`.
+//! kube-system with the node's client certificate, by the command line on every run and by
+//! the daemon in a task every `revocation.pollInterval` (no watch yet). Reading them needs
+//! RBAC: the CRD file ships a ClusterRole and binding that let `system:nodes`
+//! get/list/watch `renewrevocations`.
 
 use crate::kube::client::ApiClient;
 use crate::kubelet::Node;
@@ -12,12 +13,13 @@ pub const PATH: &str =
     "/apis/certificates.microsoft.com/v1/namespaces/kube-system/renewrevocations";
 pub const SOURCE: &str = "cluster kube-system/renewrevocations";
 
+/// What a rotation run knows of the cluster's entries: None when they do not apply (not
+/// configured, or never read yet), else the entries or why they could not be read.
+pub type Listing = Option<Result<Loaded, String>>;
+
 /// With `revocation.cluster: true` (and the kubelet section, whose credentials are used):
 /// the cluster's entries, or why they could not be read. None when not configured.
-pub async fn load(
-    root: &crate::paths::NodeRoot,
-    config: &crate::config::Config,
-) -> Option<Result<Loaded, String>> {
+pub async fn load(root: &crate::paths::NodeRoot, config: &crate::config::Config) -> Listing {
     if !config.revocation.cluster {
         return None;
     }

@@ -12,7 +12,7 @@ use super::{normalize_serial, Entry, Rule, API_VERSION, KIND};
 use crate::paths::NodeRoot;
 
 /// Entries and errors from one or more files.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct Loaded {
     pub entries: Vec<Entry>,
     /// `file: document 2 (name) entry 3: reason`

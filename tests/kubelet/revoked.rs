@@ -40,7 +40,7 @@ fn a_revoked_kubelet_serving_certificate_is_replaced() {
     let run = Running::start(&s.node, &["rotate", "kubelet-serving"]);
     approve_serving(&s.api);
     assert_eq!(run.finish().0, 0);
-    let old = openssl::view(&resolved(&s.node, SERVING_PEM)).serial;
+    let old = openssl::view(&s.node.resolved(SERVING_PEM)).serial;
 
     let dir = s.node.path("/etc/kube-cert-agent/revocations.d");
     std::fs::create_dir_all(&dir).unwrap();
@@ -64,14 +64,14 @@ fn a_revoked_kubelet_serving_certificate_is_replaced() {
         stdout.contains("kubelet-client: valid"),
         "only the revoked one: {stdout}"
     );
-    assert_ne!(openssl::view(&resolved(&s.node, SERVING_PEM)).serial, old);
+    assert_ne!(openssl::view(&s.node.resolved(SERVING_PEM)).serial, old);
     // rollback knows the serving certificate by its config name; the old version is
     // revoked, so only --force puts it back.
     let out = s.node.agent(&["rollback", "kubelet-serving"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let out = s.node.agent(&["rollback", "kubelet-serving", "--force"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert_eq!(openssl::view(&resolved(&s.node, SERVING_PEM)).serial, old);
+    assert_eq!(openssl::view(&s.node.resolved(SERVING_PEM)).serial, old);
 }
 
 /// `revocation.cluster: true`: RenewRevocation objects in kube-system, read with the node's
@@ -86,7 +86,7 @@ fn renew_revocation_objects_in_the_cluster_are_honoured() {
         s.node.agent(&["rotate", "kubelet-client"]).status.code(),
         Some(0)
     );
-    let old = openssl::view(&resolved(&s.node, CLIENT_PEM)).serial;
+    let old = openssl::view(&s.node.resolved(CLIENT_PEM)).serial;
     s.api.set_renew_revocations(vec![serde_json::json!({
         "apiVersion": "certificates.microsoft.com/v1",
         "kind": "RenewRevocation",
@@ -101,7 +101,7 @@ fn renew_revocation_objects_in_the_cluster_are_honoured() {
         "{}",
         text(&out)
     );
-    assert_ne!(openssl::view(&resolved(&s.node, CLIENT_PEM)).serial, old);
+    assert_ne!(openssl::view(&s.node.resolved(CLIENT_PEM)).serial, old);
     // `revocations` lists the cluster's entries too, where they come from.
     let out = s.node.agent(&["revocations", "--output", "json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));

@@ -51,12 +51,7 @@ impl NodeTree {
         let mut a = vec!["--config", config.to_str().unwrap()];
         a.extend_from_slice(args);
         let out = self.agent(&a);
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.code().expect("exited"), text)
+        (out.status.code().expect("exited"), text(&out))
     }
 
     /// A worker named node-1 that bootstraps its kubelet client certificate (serving off)
@@ -102,9 +97,22 @@ impl NodeTree {
         );
         let mut pem = std::fs::read(&old.cert).unwrap();
         pem.extend(std::fs::read(&old.key).unwrap());
-        let link = self.path("/var/lib/kubelet/pki/kubelet-client-current.pem");
-        let target = std::fs::read_link(&link).unwrap();
-        std::fs::write(self.path(target.to_str().unwrap()), pem).unwrap();
+        std::fs::write(
+            self.resolved("/var/lib/kubelet/pki/kubelet-client-current.pem"),
+            pem,
+        )
+        .unwrap();
+    }
+
+    /// The host path behind a kubelet-style `-current` link: its target is a node path
+    /// (absolute, as kubelet writes it), which only resolves under this tree.
+    pub fn resolved(&self, node_path: &str) -> PathBuf {
+        let target = std::fs::read_link(self.path(node_path)).expect("a -current link");
+        assert!(
+            target.is_absolute(),
+            "kubelet writes absolute links: {target:?}"
+        );
+        self.path(target.to_str().unwrap())
     }
 
     /// `check --output json`, parsed; also returns the exit code.
@@ -123,6 +131,15 @@ impl NodeTree {
             });
         (code, rows)
     }
+}
+
+/// What a command printed, stdout then stderr (for assertion messages and matching).
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 pub fn agent_cmd() -> std::process::Command {
