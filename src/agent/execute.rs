@@ -166,8 +166,12 @@ impl Agent {
             self.rotate(&local, forced, false).await
         };
         self.apply(&outcomes, why).await;
-        if !outcomes.is_empty() {
+        if outcomes
+            .iter()
+            .any(|o| matches!(o.action, rotation::Action::Rotated(_)))
+        {
             crate::service::memory::give_back();
+            crate::service::memory::release_code();
         }
         outcomes
     }
