@@ -101,9 +101,11 @@ impl Agent {
     ) -> Vec<Outcome> {
         // A CA rotation phase writes the same files: this waits for it (`on_ca_synced`).
         if self.ca_busy() {
-            tracing::info!("{why}: a CA rotation phase is running; rotating when it ends");
-            self.deferred
-                .push((names.to_vec(), forced, why.to_string()));
+            let later = (names.to_vec(), forced, why.to_string());
+            if !self.deferred.contains(&later) {
+                tracing::info!("{why}: a CA rotation phase is running; rotating when it ends");
+                self.deferred.push(later);
+            }
             return vec![];
         }
         let now = self.clock.now();

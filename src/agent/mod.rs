@@ -387,14 +387,14 @@ impl Agent {
     }
 
     fn next_wake(&self) -> (OffsetDateTime, schedule::WakeFor) {
-        let deadlines: Vec<(String, OffsetDateTime)> = self
-            .certs
-            .iter()
+        // While a CA rotation phase runs, certificates wait for its end (`on_ca_synced`
+        // cycles then): a deadline passed meanwhile is no reason to wake, or the loop
+        // would wake at once, again, for a cycle that can only be deferred.
+        let certs = || self.certs.iter().filter(|_| !self.ca_busy());
+        let deadlines: Vec<(String, OffsetDateTime)> = certs()
             .filter_map(|c| c.next.map(|n| (c.name.clone(), n)))
             .collect();
-        let retries: Vec<(String, OffsetDateTime)> = self
-            .certs
-            .iter()
+        let retries: Vec<(String, OffsetDateTime)> = certs()
             .filter_map(|c| c.retry_at.map(|n| (c.name.clone(), n)))
             .collect();
         let actions = self.pending.iter().map(|p| p.retry_at).min();

@@ -184,9 +184,10 @@ impl Agent {
     /// CSR (`kubelet::pending`). While a phase runs, rotations wait (`cycle` defers them):
     /// a phase and the daemon's own rotations never write the same files at once.
     pub(super) fn spawn_ca_rotations(&mut self) {
-        if self.ca_busy() || self.client_in_flight() {
+        if self.client_in_flight() {
             return;
         }
+        // Taken while a phase runs: none starts beside it.
         let Some(attempts) = self.ca_attempts.take() else {
             return;
         };

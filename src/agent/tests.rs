@@ -14,6 +14,7 @@ use time::{Duration, OffsetDateTime};
 use tokio::sync::oneshot;
 
 use super::edges::{ActionEdge, ApiEdge, Clock, Edges, FakeClock, LocalFut};
+use super::schedule::WakeFor;
 use super::{Agent, TaskMsg};
 use crate::ca_rotation::cluster::Attempts;
 use crate::config::{Action, Config};
@@ -252,7 +253,7 @@ fn an_action_runs_once_for_a_cycle_off_the_loop_and_a_failure_is_retried_at_its_
         let retry_at = a.pending[0].retry_at;
         let t0 = node.clock.now();
         assert!(retry_at > t0, "{retry_at} after {t0}");
-        assert_eq!(a.next_wake(), (retry_at, super::schedule::WakeFor::Actions));
+        assert_eq!(a.next_wake(), (retry_at, WakeFor::Actions));
         // Before its time, a wake-up retries nothing.
         node.clock.set(retry_at - Duration::milliseconds(1));
         a.retry_actions();
@@ -341,14 +342,24 @@ fn a_ca_rotation_phase_runs_in_a_task_and_rotations_wait_for_its_end() {
     node.config.ca_rotation.cluster = true;
     local(async {
         let (mut a, mut rx) = node.agent(vec![], None);
+        // Missing: due now.
+        a.rescan().await;
+        assert_eq!(
+            a.next_wake(),
+            (node.clock.now(), WakeFor::Deadline("apiserver".into()))
+        );
         let (release, wait) = oneshot::channel();
         *node.api.ca_release.borrow_mut() = Some(wait);
         a.spawn_ca_rotations();
         assert!(a.ca_busy());
+        // The loop does not wake for it while the phase runs (it would only defer it).
+        assert_eq!(a.next_wake().1, WakeFor::Resync);
         // A second poll while one runs starts nothing.
         a.spawn_ca_rotations();
         assert_eq!(*node.api.ca_polls.borrow(), 1);
-        // A rotation asked for meanwhile waits; `rotate` says so and rotates nothing.
+        // A rotation asked for meanwhile waits, once however often it is asked; `rotate`
+        // says so and rotates nothing.
+        assert!(a.cycle(&[], true, "SIGHUP").await.is_empty());
         assert!(a.cycle(&[], true, "SIGHUP").await.is_empty());
         assert_eq!(a.deferred.len(), 1);
         let (tx, answer) = oneshot::channel();
