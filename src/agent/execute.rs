@@ -56,7 +56,7 @@ impl Agent {
         };
         // CSR progress, revocation entries that failed to parse, CRLs written: worth seeing.
         let progress = |m: &str| tracing::info!("{m}");
-        let cluster = &self.cluster;
+        let cluster = self.cluster.as_ref();
         let rotation = rotation::rotate(
             &self.root,
             &self.config,

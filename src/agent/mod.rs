@@ -113,7 +113,7 @@ struct Agent {
     api: std::rc::Rc<dyn edges::ApiEdge>,
     /// The cluster's RenewRevocation entries last read (`revocation.cluster`), given to
     /// every rotation; None until the first listing succeeds.
-    cluster: crate::revocation::cluster::Listing,
+    cluster: Option<crate::revocation::Loaded>,
     /// Why the last listing failed (logged once per change).
     cluster_error: Option<String>,
     /// A listing task is under way.

@@ -96,8 +96,9 @@ impl Agent {
                 // CSR progress is worth seeing as it happens.
                 let progress = |m: &str| tracing::info!("{m}");
                 let one = std::slice::from_ref(&name);
+                let (cluster, worker) = (cluster.as_ref(), Worker::Pool);
                 let rotation =
-                    rotation::rotate(&root, &config, one, req, &cluster, Worker::Pool, &progress);
+                    rotation::rotate(&root, &config, one, req, cluster, worker, &progress);
                 let outcomes = crate::kubelet::notice::observed(sink.clone(), rotation).await;
                 for o in outcomes {
                     if tx.send(TaskMsg::Outcome(Box::new(o), why.clone())).is_err() {
@@ -135,7 +136,7 @@ impl Agent {
                 if self.cluster_error.take().is_some() {
                     tracing::info!("RenewRevocation objects read from the cluster again");
                 }
-                if self.cluster.as_ref().and_then(|c| c.as_ref().ok()) == Some(&l) {
+                if self.cluster.as_ref() == Some(&l) {
                     return;
                 }
                 let n = l.entries.len();
@@ -151,7 +152,7 @@ impl Agent {
                         )
                     }
                 );
-                self.cluster = Some(Ok(l));
+                self.cluster = Some(l);
                 for n in rotation::managed_names(&self.config) {
                     self.feed(&n, Event::InputsChanged);
                 }
@@ -161,10 +162,10 @@ impl Agent {
             Err(e) => {
                 if self.cluster_error.as_ref() != Some(&e) {
                     let kept = match &self.cluster {
-                        Some(Ok(l)) => {
+                        Some(l) => {
                             format!("the {} entries read before still apply", l.entries.len())
                         }
-                        _ => "none read yet".to_string(),
+                        None => "none read yet".to_string(),
                     };
                     tracing::warn!(
                         ERROR = %e,

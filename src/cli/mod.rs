@@ -326,9 +326,19 @@ fn rotate_here(
         .map_err(Fatal::failure)?;
     let progress = |msg: &str| eprintln!("{msg}");
     let outcomes = runtime.block_on(async {
-        let cluster = crate::revocation::cluster::load(root, config).await;
+        let cluster = match crate::revocation::cluster::load(root, config).await {
+            Some(Ok(l)) => Some(l),
+            Some(Err(e)) => {
+                progress(&format!(
+                    "RenewRevocation objects not read from the cluster (files still apply): {e}"
+                ));
+                None
+            }
+            None => None,
+        };
         let worker = crate::rotation::Worker::Caller;
-        crate::rotation::rotate(root, config, names, req, &cluster, worker, &progress).await
+        let cluster = cluster.as_ref();
+        crate::rotation::rotate(root, config, names, req, cluster, worker, &progress).await
     });
     Ok((runtime, outcomes))
 }

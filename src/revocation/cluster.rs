@@ -13,13 +13,12 @@ pub const PATH: &str =
     "/apis/certificates.microsoft.com/v1/namespaces/kube-system/renewrevocations";
 pub const SOURCE: &str = "cluster kube-system/renewrevocations";
 
-/// What a rotation run knows of the cluster's entries: None when they do not apply (not
-/// configured, or never read yet), else the entries or why they could not be read.
-pub type Listing = Option<Result<Loaded, String>>;
-
 /// With `revocation.cluster: true` (and the kubelet section, whose credentials are used):
 /// the cluster's entries, or why they could not be read. None when not configured.
-pub async fn load(root: &crate::paths::NodeRoot, config: &crate::config::Config) -> Listing {
+pub async fn load(
+    root: &crate::paths::NodeRoot,
+    config: &crate::config::Config,
+) -> Option<Result<Loaded, String>> {
     if !config.revocation.cluster {
         return None;
     }

@@ -159,13 +159,14 @@ pub enum Worker {
 /// Rotate `names` (forced), or with `names` empty every managed certificate that is due.
 /// Kubelet certificates go through the API server; the client certificate first, since a
 /// serving CSR may need it. `cluster`: the cluster's RenewRevocation entries, as the caller
-/// read them (the command line just before, the daemon in a task: never on its loop).
+/// read them (the command line just before, the daemon in a task: never on its loop); the
+/// caller says why when it could not.
 pub async fn rotate(
     root: &NodeRoot,
     config: &Config,
     names: &[String],
     req: Request,
-    cluster: &revocation::cluster::Listing,
+    cluster: Option<&revocation::Loaded>,
     worker: Worker,
     progress: Progress<'_>,
 ) -> Vec<Outcome> {
@@ -174,15 +175,9 @@ pub async fn rotate(
     let wanted = |n: &str| names.is_empty() || names.iter().any(|x| x == n);
     // Re-read on every run: an operator adds a revocation by dropping a file.
     let mut loaded = revocation::load_dir(root, &config.revocation.directory);
-    match cluster {
-        Some(Ok(l)) => {
-            loaded.entries.extend(l.entries.iter().cloned());
-            loaded.errors.extend(l.errors.iter().cloned());
-        }
-        Some(Err(e)) => progress(&format!(
-            "RenewRevocation objects not read from the cluster (files still apply): {e}"
-        )),
-        None => {}
+    if let Some(l) = cluster {
+        loaded.entries.extend(l.entries.iter().cloned());
+        loaded.errors.extend(l.errors.iter().cloned());
     }
     for e in &loaded.errors {
         progress(&format!("error: revocation not applied: {e}"));
