@@ -7,7 +7,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use time::OffsetDateTime;
 
@@ -31,25 +31,6 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now(&self) -> OffsetDateTime {
         OffsetDateTime::now_utc()
-    }
-}
-
-/// A clock that moves only when told (tests).
-#[derive(Clone)]
-pub struct FakeClock(Arc<Mutex<OffsetDateTime>>);
-
-impl FakeClock {
-    pub fn at(t: OffsetDateTime) -> FakeClock {
-        FakeClock(Arc::new(Mutex::new(t)))
-    }
-    pub fn set(&self, t: OffsetDateTime) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = t;
-    }
-}
-
-impl Clock for FakeClock {
-    fn now(&self) -> OffsetDateTime {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

@@ -13,7 +13,7 @@ use std::rc::Rc;
 use time::{Duration, OffsetDateTime};
 use tokio::sync::oneshot;
 
-use super::edges::{ActionEdge, ApiEdge, Clock, Edges, FakeClock, LocalFut};
+use super::edges::{ActionEdge, ApiEdge, Clock, Edges, LocalFut};
 use super::schedule::WakeFor;
 use super::{Agent, TaskMsg};
 use crate::ca_rotation::cluster::Attempts;
@@ -24,6 +24,25 @@ use crate::revocation::Loaded;
 use crate::service::control;
 
 const PKI: &str = "/etc/kubernetes/pki";
+
+/// A clock that moves only when told.
+#[derive(Clone)]
+struct FakeClock(std::sync::Arc<std::sync::Mutex<OffsetDateTime>>);
+
+impl FakeClock {
+    fn at(t: OffsetDateTime) -> FakeClock {
+        FakeClock(std::sync::Arc::new(std::sync::Mutex::new(t)))
+    }
+    fn set(&self, t: OffsetDateTime) {
+        *self.0.lock().unwrap() = t;
+    }
+}
+
+impl Clock for FakeClock {
+    fn now(&self) -> OffsetDateTime {
+        *self.0.lock().unwrap()
+    }
+}
 
 type Calls = Rc<RefCell<Vec<(Action, Vec<String>)>>>;
 
@@ -287,8 +306,7 @@ fn revoking(serial: &str) -> Loaded {
 
 #[test]
 fn cluster_revocations_are_listed_by_a_task_kept_through_errors_and_a_change_reissues() {
-    let node = Node::new(&["apiserver"], "kube-apiserver.service");
-    let mut node = node;
+    let mut node = Node::new(&["apiserver"], "kube-apiserver.service");
     node.config.revocation.cluster = true;
     local(async {
         let (mut a, mut rx) = node.agent(vec![], None);
