@@ -15,14 +15,9 @@ use support::{openssl, text, NodeTree};
 const CLIENT_PEM: &str = "/var/lib/kubelet/pki/kubelet-client-current.pem";
 
 fn config(node: &NodeTree, cluster: bool) {
-    std::fs::write(
-        node.path("/etc/kube-cert-agent/config.yaml"),
-        format!(
-            "apiVersion: kube-cert-agent.io/v1alpha1\nkind: AgentConfiguration\nnodeName: node-1\n\
-             kubelet:\n  serving: {{enabled: false}}\n  csrTimeout: 30s\nrevocation: {{cluster: {cluster}}}\n"
-        ),
-    )
-    .unwrap();
+    node.write_worker_config(&format!(
+        "kubelet:\n  serving: {{enabled: false}}\n  csrTimeout: 30s\nrevocation: {{cluster: {cluster}}}\n"
+    ));
 }
 
 fn serial(node: &NodeTree) -> String {
@@ -32,9 +27,7 @@ fn serial(node: &NodeTree) -> String {
 #[test]
 fn cluster_entries_are_listed_and_stop_a_rollback_unless_forced() {
     let api = StandIn::start(Options::default()).expect("stand-in starts");
-    let node = NodeTree::new();
-    api.write_bootstrap_kubeconfig(&node.path("/var/lib/kubelet/bootstrap-kubeconfig"))
-        .unwrap();
+    let node = NodeTree::worker(&api, "");
     config(&node, false);
     let mut serials = vec![];
     for _ in 0..2 {
@@ -113,16 +106,11 @@ fn revoking(name: &str, serial: &str) -> serde_json::Value {
 fn the_daemon_lists_cluster_entries_in_a_task_and_reissues_what_a_new_one_revokes() {
     let t = Duration::from_secs(60);
     let api = StandIn::start(Options::default()).expect("stand-in starts");
-    let node = NodeTree::new();
-    api.write_bootstrap_kubeconfig(&node.path("/var/lib/kubelet/bootstrap-kubeconfig"))
-        .unwrap();
-    std::fs::write(
-        node.path("/etc/kube-cert-agent/config.yaml"),
-        "apiVersion: kube-cert-agent.io/v1alpha1\nkind: AgentConfiguration\nnodeName: node-1\n\
-         kubelet:\n  serving: {enabled: false}\n  csrTimeout: 30s\n\
+    let node = NodeTree::worker(
+        &api,
+        "kubelet:\n  serving: {enabled: false}\n  csrTimeout: 30s\n\
          revocation: {cluster: true, pollInterval: 1s}\nrenewal: {fleetSpread: 0s}\n",
-    )
-    .unwrap();
+    );
     let mut d = Daemon::start(&node, &[]);
     d.wait_notify("READY=1", t);
     let first = serial(&node);

@@ -232,14 +232,7 @@ fn a_config_error_exits_3_and_an_unmanaged_config_too() {
 #[test]
 fn a_deleted_kubelet_client_current_link_is_repaired_through_the_api_server() {
     let api = StandIn::start(Options::default()).expect("stand-in starts");
-    let node = NodeTree::new();
-    api.write_bootstrap_kubeconfig(&node.path("/var/lib/kubelet/bootstrap-kubeconfig"))
-        .unwrap();
-    std::fs::write(
-        node.path("/etc/kube-cert-agent/config.yaml"),
-        "apiVersion: kube-cert-agent.io/v1alpha1\nkind: AgentConfiguration\nnodeName: node-1\nkubelet:\n  serving: {enabled: false}\n",
-    )
-    .unwrap();
+    let node = NodeTree::worker(&api, "kubelet:\n  serving: {enabled: false}\n");
     let mut d = Daemon::start(&node, &[]);
     d.wait_notify("READY=1", T);
     let link = node.path("/var/lib/kubelet/pki/kubelet-client-current.pem");

@@ -123,15 +123,10 @@ fn the_daemon_makes_an_expired_kubelet_certificate_wait_its_turn() {
     const T: std::time::Duration = std::time::Duration::from_secs(30);
 
     let api = StandIn::start(Options::default()).expect("stand-in starts");
-    let node = NodeTree::new();
-    api.write_bootstrap_kubeconfig(&node.path("/var/lib/kubelet/bootstrap-kubeconfig"))
-        .unwrap();
-    std::fs::write(
-        node.path("/etc/kube-cert-agent/config.yaml"),
-        "apiVersion: kube-cert-agent.io/v1alpha1\nkind: AgentConfiguration\nnodeName: node-1\n\
-         renewal: {fleetSpread: 10h}\nkubelet:\n  serving: {enabled: false}\n",
-    )
-    .unwrap();
+    let node = NodeTree::worker(
+        &api,
+        "renewal: {fleetSpread: 10h}\nkubelet:\n  serving: {enabled: false}\n",
+    );
     let out = node.agent(&["rotate", "kubelet-client"]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     // Replace it with an expired one for the same node from the cluster CA.

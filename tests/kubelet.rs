@@ -26,17 +26,13 @@ fn setup(csr_timeout: &str) -> Setup {
 
 fn setup_with(csr_timeout: &str, serving: bool) -> Setup {
     let api = StandIn::start(Options::default()).expect("stand-in starts");
-    let node = NodeTree::new();
-    api.write_bootstrap_kubeconfig(&node.path("/var/lib/kubelet/bootstrap-kubeconfig"))
-        .unwrap();
-    std::fs::write(
-        node.path("/etc/kube-cert-agent/config.yaml"),
-        format!(
-            "apiVersion: kube-cert-agent.io/v1alpha1\nkind: AgentConfiguration\nnodeName: {NODE}\n\
-             kubelet:\n  serving: {{enabled: {serving}, addresses: [{NODE}, 127.0.0.1]}}\n  csrTimeout: {csr_timeout}\n"
+    // NodeTree::worker names the node node-1 (NODE).
+    let node = NodeTree::worker(
+        &api,
+        &format!(
+            "kubelet:\n  serving: {{enabled: {serving}, addresses: [{NODE}, 127.0.0.1]}}\n  csrTimeout: {csr_timeout}\n"
         ),
-    )
-    .unwrap();
+    );
     Setup { node, api }
 }
 

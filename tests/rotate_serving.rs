@@ -24,15 +24,10 @@ const AWAITING_APPROVAL: i32 = 5;
 /// daemon starts with nothing to request, so the serving CSR is the `rotate` command's.
 /// The stand-in then holds no serving CSR.
 fn node_with_both_certificates(api: &StandIn) -> NodeTree {
-    let node = NodeTree::new();
-    api.write_bootstrap_kubeconfig(&node.path("/var/lib/kubelet/bootstrap-kubeconfig"))
-        .unwrap();
-    std::fs::write(
-        node.path("/etc/kube-cert-agent/config.yaml"),
-        "apiVersion: kube-cert-agent.io/v1alpha1\nkind: AgentConfiguration\nnodeName: node-1\n\
-         kubelet:\n  serving: {enabled: true, addresses: [node-1, 127.0.0.1]}\n  csrTimeout: 10m\n",
-    )
-    .unwrap();
+    let node = NodeTree::worker(
+        api,
+        "kubelet:\n  serving: {enabled: true, addresses: [node-1, 127.0.0.1]}\n  csrTimeout: 10m\n",
+    );
     let out = node.agent(&["rotate", "kubelet-client"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     // No daemon yet: this `rotate` waits here for the approval the test gives.

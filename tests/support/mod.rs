@@ -54,24 +54,37 @@ impl NodeTree {
         (out.status.code().expect("exited"), text(&out))
     }
 
+    /// A worker named node-1 that bootstraps from `api`'s bootstrap token: the bootstrap
+    /// kubeconfig, and a config for node-1 with `rest` (YAML) after its header.
+    pub fn worker(api: &kube_standin_apiserver::StandIn, rest: &str) -> NodeTree {
+        let node = NodeTree::new();
+        api.write_bootstrap_kubeconfig(&node.path("/var/lib/kubelet/bootstrap-kubeconfig"))
+            .unwrap();
+        node.write_worker_config(rest);
+        node
+    }
+
+    /// The config of the worker named node-1: the header, then `rest` (YAML).
+    pub fn write_worker_config(&self, rest: &str) {
+        std::fs::write(
+            self.path("/etc/kube-cert-agent/config.yaml"),
+            format!(
+                "apiVersion: kube-cert-agent.io/v1alpha1\nkind: AgentConfiguration\nnodeName: node-1\n{rest}"
+            ),
+        )
+        .unwrap();
+    }
+
     /// A worker named node-1 that bootstraps its kubelet client certificate (serving off)
     /// from `api`'s bootstrap token, waiting at most `csr_timeout` for a CSR.
     pub fn kubelet_client_node(
         api: &kube_standin_apiserver::StandIn,
         csr_timeout: &str,
     ) -> NodeTree {
-        let node = NodeTree::new();
-        api.write_bootstrap_kubeconfig(&node.path("/var/lib/kubelet/bootstrap-kubeconfig"))
-            .unwrap();
-        std::fs::write(
-            node.path("/etc/kube-cert-agent/config.yaml"),
-            format!(
-                "apiVersion: kube-cert-agent.io/v1alpha1\nkind: AgentConfiguration\nnodeName: node-1\n\
-                 kubelet:\n  serving: {{enabled: false}}\n  csrTimeout: {csr_timeout}\n"
-            ),
+        NodeTree::worker(
+            api,
+            &format!("kubelet:\n  serving: {{enabled: false}}\n  csrTimeout: {csr_timeout}\n"),
         )
-        .unwrap();
-        node
     }
 
     /// Replace the kubelet client certificate (the file behind
